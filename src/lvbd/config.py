@@ -1,0 +1,200 @@
+"""Dataclass configs (model, loss, data, training), YAML loading and ``--set`` overrides.
+
+YAML is read with ``yaml.safe_load``; unknown keys and values of the wrong type are rejected
+with the key named (``ConfigError``), so a typo never passes silently.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import LvbdError
+
+
+class ConfigError(LvbdError):
+    """A config file or override names an unknown key or gives a value of the wrong type."""
+
+
+@dataclass
+class ModelConfig:
+    """The separator. Shapes: N filters, M latent channels, D block size (see ``lvbd`` legend)."""
+
+    arch: str = "lvbd"                 # lvbd | convtasnet
+    n_sources: int = 2                 # K
+    sample_rate: int = 8000
+    frontend: str = "conv"             # conv (learned linear filterbank) | stft
+    n_filters: int = 256               # N
+    kernel_size: int = 16
+    stride: int = 8
+    n_latent_channels: int = 4         # M (M > K: over-determined; M = K: determined ablation)
+    block_size: int = 64               # D
+    bottleneck: int = 128
+    hidden: int = 256
+    n_blocks: int = 8                  # TCN blocks per repeat
+    n_repeats: int = 2                 # TCN repeats
+    demixer: str = "iva"               # iva (unrolled AuxIVA-IP/OverIVA) | iss | predicted
+    init: str = "identity"             # identity | predicted (W0 from a small network)
+    source_model: str = "laplace"      # laplace | gauss (time-varying Gaussian)
+    iva_iters_train: int = 2
+    iva_iters_test: int = 8
+    variational: bool = True           # False: deterministic ablation (no sampling, no KL)
+    memory: bool = True
+    memory_alpha: float = 0.5          # EMA factor of the memory slots
+    memory_chunks: int = 1             # training: split each segment into this many chunks
+    memory_tau: float = 0.1            # Sinkhorn temperature of the memory alignment
+    decoder_hidden: int = 256
+    logvar_min: float = -8.0
+    logvar_max: float = 4.0
+
+
+@dataclass
+class LossConfig:
+    """Weights of the named loss terms (total = sum(weight * term)) and permutation settings."""
+
+    sep: float = 1.0
+    mix: float = 0.1
+    kl: float = 0.1                    # beta_max of the KL warm-up
+    tc: float = 0.01
+    perm: float = 0.1
+    vol: float = 0.0
+    pit: str = "sinkpit"               # upit | hungarian | sinkpit
+    sinkpit_beta_start: float = 10.0
+    sinkpit_beta_end: float = 100.0
+    sinkpit_iters: int = 50
+    kl_warmup_steps: int = 2000
+
+
+@dataclass
+class DataConfig:
+    root: str = "data"
+    splits_train: str = "train"        # manifest split used for dynamic mixing
+    engines: list[str] = field(default_factory=lambda: ["espeak-ng"])
+    segment_seconds: float = 4.0
+    batch_size: int = 4
+    num_workers: int = 0
+    valid_items: int = 64              # fixed validation mixtures
+    valid_segment_seconds: float = 4.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 15000
+    lr: float = 1e-3
+    clip_grad: float = 5.0
+    lr_patience: int = 5               # validations without improvement before halving the LR
+    lr_factor: float = 0.5
+    log_every: int = 25
+    valid_every: int = 500
+    checkpoint_every: int = 250
+    seed: int = 0
+    device: str = "auto"
+    on_nonfinite: str = "stop"         # stop | skip
+    threads: int = 0                   # torch threads; 0 = torch default
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _check_type(key: str, value: Any, expected: Any) -> Any:
+    kind = expected if isinstance(expected, type) else type(expected)
+    if isinstance(expected, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
+        return value
+    if isinstance(expected, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+        return value
+    if isinstance(expected, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' expects a number, got {value!r}")
+        return float(value)
+    if isinstance(expected, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' expects a string, got {value!r}")
+        return value
+    if isinstance(expected, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key '{key}' expects a list of strings, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}' has unsupported type {kind.__name__}")
+
+
+def _update(obj: Any, values: dict[str, Any], prefix: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix or 'root'}' must be a mapping, got {values!r}")
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}' (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _update(current, value, full + ".")
+        else:
+            setattr(obj, key, _check_type(full, value, current))
+
+
+def config_from_dict(values: dict[str, Any] | None) -> Config:
+    cfg = Config()
+    _update(cfg, values or {}, "")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (safe_load) and apply ``section.key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    cfg = config_from_dict(values)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and raw.strip() and isinstance(
+                getattr(_lookup(cfg, key), key.rsplit(".", 1)[1], None), str):
+            value = raw
+        nested: dict[str, Any] = {}
+        cursor = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
+        _update(cfg, nested, "")
+    return cfg
+
+
+def _lookup(cfg: Config, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split(".")[:-1]:
+        if not hasattr(obj, part):
+            raise ConfigError(f"unknown config key '{key}'")
+        obj = getattr(obj, part)
+    return obj
