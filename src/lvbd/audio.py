@@ -150,3 +150,87 @@ def save(path: str | Path, wav: np.ndarray, sample_rate: int, clip_mode: str = "
 def _reason(err: BaseException) -> str:
     text = getattr(err, "strerror", None) or str(err)
     return " ".join(str(text).split()) or type(err).__name__
+
+
+class StreamWriter:
+    """Write a long ``(C, l)`` stream in blocks to ``path`` in constant memory, atomically.
+
+    Blocks go to a float32 temp file beside ``path``; :meth:`commit` applies the clip policy in a
+    second blockwise pass (``rescale`` needs the global peak, tracked while writing), writes the
+    final format to another temp file and renames it into place. :meth:`abort` (or an exception
+    inside ``with``) removes the temp files and leaves any existing ``path`` untouched.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int, channels: int,
+                 clip_mode: str = "rescale", block_frames: int = 1 << 16):
+        self.path = Path(path)
+        fmt = self.path.suffix.lower().lstrip(".")
+        if fmt not in FORMATS:
+            raise AudioError(f"unsupported output format '{self.path.suffix}' (use .wav or .flac)")
+        if clip_mode not in CLIP_MODES:
+            raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
+        self.sample_rate, self.channels, self.clip_mode = sample_rate, channels, clip_mode
+        self.block_frames, self.peak, self._fmt = block_frames, 0.0, fmt
+        fd, self._raw = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".raw.tmp",
+                                         dir=self.path.parent)
+        os.close(fd)
+        self._file = sf.SoundFile(self._raw, "w", samplerate=sample_rate, channels=channels,
+                                  format="WAV", subtype="FLOAT")
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.float32)
+        if not np.isfinite(block).all():
+            raise AudioError(f"refusing to write non-finite samples to {self.path}")
+        if block.size:
+            self.peak = max(self.peak, float(np.max(np.abs(block))))
+        self._file.write(block.T)
+
+    def commit(self) -> Path:
+        self._file.close()
+        scale = 1.0 / self.peak if self.clip_mode == "rescale" and self.peak > 1.0 else 1.0
+        major, subtype = FORMATS[self._fmt]
+        if self.clip_mode == "none" and self._fmt == "wav":
+            subtype = "FLOAT"
+        fd, final_tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                         dir=self.path.parent)
+        os.close(fd)
+        try:
+            with sf.SoundFile(self._raw) as src, sf.SoundFile(
+                    final_tmp, "w", samplerate=self.sample_rate, channels=self.channels,
+                    format=major, subtype=subtype) as dst:
+                for block in src.blocks(blocksize=self.block_frames, dtype="float32",
+                                        always_2d=True):
+                    block = block * scale
+                    if self.clip_mode == "clamp":
+                        block = np.clip(block, -1.0, 1.0)
+                    dst.write(block)
+            with open(final_tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(final_tmp, self.path)
+        except BaseException as err:
+            _unlink(final_tmp)
+            if isinstance(err, (OSError, sf.LibsndfileError, RuntimeError)):
+                raise AudioError(f"cannot write {self.path}: {_reason(err)}") from None
+            raise
+        finally:
+            _unlink(self._raw)
+        return self.path
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        _unlink(self._raw)
+
+    def __enter__(self) -> "StreamWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

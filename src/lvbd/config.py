@@ -169,8 +169,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             values = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    cfg = config_from_dict(values)
-    for item in overrides or []:
+    return apply_overrides(config_from_dict(values), overrides or [])
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars) in place."""
+    for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or "." not in key:
             raise ConfigError(f"override '{item}' must look like section.key=value")

@@ -1,0 +1,299 @@
+"""Inference: chunked overlap-add in constant memory, with the model's memory carried across chunks.
+
+Three layers (open-unmix): ``cli.py`` handles files and flags; :func:`separate_stream` is the
+functional engine; :class:`Separator` holds a model and its inference settings.
+
+Long inputs are cut into segments of ``segment`` seconds with ``overlap`` (fraction) at the
+*input* rate; each segment (plus a small margin for the resampling filter) is resampled to the
+model rate, separated with the memory state of the previous segment, resampled back, cropped,
+weighted by a triangular window and overlap-added. Finished samples are handed on (to an array or
+a file writer) as soon as no later segment touches them, so memory does not grow with length.
+Output order is kept by the model's memory and checked against the previous segment in the
+overlap (asteroid-style reordering), which also covers models without memory.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from . import audio
+from .checkpoint import load_model
+from .config import Config
+from .errors import LvbdError
+
+log = logging.getLogger(__name__)
+Reader = Callable[[int, int], np.ndarray]  # (start, stop) -> (C, stop - start)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` → CUDA when present, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise LvbdError(f"unknown device {device!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LvbdError("device 'cuda' requested but no CUDA GPU is available")
+    return device
+
+
+@dataclass
+class StreamResult:
+    """Filled by :func:`separate_stream` as it runs: per-source confidence and swap count."""
+
+    n_sources: int
+    confidence_sum: np.ndarray = field(default=None)  # (K,)
+    weight_sum: float = 0.0
+    reorders: int = 0
+    segments: int = 0
+
+    @property
+    def confidence(self) -> np.ndarray | None:
+        if self.confidence_sum is None or self.weight_sum <= 0:
+            return None
+        return self.confidence_sum / self.weight_sum
+
+
+def _window(length: int) -> np.ndarray:
+    half = np.arange(1, length // 2 + 1, dtype=np.float32)
+    return np.concatenate([half, np.arange(length - length // 2, 0, -1, dtype=np.float32)])
+
+
+def _best_order(est: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """Permutation of ``est`` (K, n) that best matches ``prev`` (K, n) by correlation."""
+    score = prev @ est.T  # (K, K): score[i, j] = <prev_i, est_j>
+    norms = np.linalg.norm(prev, axis=1)[:, None] * np.linalg.norm(est, axis=1)[None] + 1e-12
+    _, cols = linear_sum_assignment(-(score / norms))
+    return cols
+
+
+def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_rate: int,
+                    channels: int, segment: float, overlap: float, device: torch.device,
+                    result: StreamResult | None = None,
+                    on_progress: Callable[[int], None] | None = None,
+                    ) -> Iterator[np.ndarray]:
+    """Yield finished output blocks ``(K, C, n)`` in order, covering ``length`` input samples."""
+    if not 0.0 <= overlap < 1.0:
+        raise LvbdError(f"overlap must be in [0, 1), got {overlap}")
+    if segment <= 0:
+        raise LvbdError(f"segment must be positive, got {segment}")
+    model_rate, n_sources = model.cfg.sample_rate, model.cfg.n_sources
+    result = result or StreamResult(n_sources)
+    seg = max(1, int(round(segment * sample_rate)))
+    hop = max(1, int(round(seg * (1.0 - overlap))))
+    margin = 0 if sample_rate == model_rate else int(0.05 * sample_rate) + 64
+    window = _window(seg)
+    acc = np.zeros((n_sources, channels, seg + hop), dtype=np.float32)
+    wsum = np.zeros(seg + hop, dtype=np.float32)
+    flushed, pos, state = 0, 0, None
+    while flushed < length:
+        n = min(seg, length - pos)
+        lo, hi = max(0, pos - margin), min(length, pos + n + margin)
+        x = read(lo, hi)  # (C, hi - lo)
+        x_model = audio.resample(x, sample_rate, model_rate)
+        with torch.inference_mode():
+            out = model(torch.from_numpy(x_model).to(device), state=state)
+        state = out.state
+        est = out.estimates.float().cpu().numpy().transpose(1, 0, 2)  # (K, C, l_model)
+        est = audio.resample(est, model_rate, sample_rate)[..., pos - lo:pos - lo + n]
+        est = np.ascontiguousarray(est)  # (K, C, n)
+        conf = None if out.confidence is None else out.confidence.float().cpu().numpy()  # (C, K)
+        off = pos - flushed
+        ov = int(min(n, (wsum[off:] > 0).sum()))
+        for c in range(channels):
+            if ov > 0:
+                prev = acc[:, c, off:off + ov] / wsum[off:off + ov]
+                order = _best_order(est[:, c, :ov], prev)
+            elif c > 0 and pos == 0 and _correlated(x[c], x[0]):
+                order = _best_order(est[:, c], est[:, 0])  # same sources in both channels
+            else:
+                order = np.arange(n_sources)
+            if (order != np.arange(n_sources)).any():
+                result.reorders += 1
+                est[:, c] = est[order, c]
+                if conf is not None:
+                    conf[c] = conf[c, order]
+        w = window[:n] if n == seg else _window(n)
+        acc[..., off:off + n] += est * w
+        wsum[off:off + n] += w
+        if conf is not None:
+            energy = float(np.mean(x_model ** 2)) * n + 1e-12
+            result.confidence_sum = (0 if result.confidence_sum is None else
+                                     result.confidence_sum) + conf.mean(0) * energy
+            result.weight_sum += energy
+        result.segments += 1
+        pos += hop
+        done = length if pos >= length else pos
+        k = done - flushed
+        yield acc[..., :k] / wsum[:k]
+        acc = np.concatenate([acc[..., k:], np.zeros_like(acc[..., :k])], axis=-1)
+        wsum = np.concatenate([wsum[k:], np.zeros_like(wsum[:k])])
+        flushed = done
+        if on_progress is not None:
+            on_progress(k)
+
+
+def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
+    """Whether two input channels hold the same sources (|correlation| above ``threshold``)."""
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return denom > 0 and abs(float(a @ b)) / denom > threshold
+
+
+def _as_array(wav, name: str = "wav") -> np.ndarray:
+    if torch.is_tensor(wav):
+        wav = wav.detach().cpu().numpy()
+    try:
+        wav = np.asarray(wav)
+    except (TypeError, ValueError) as err:
+        raise LvbdError(f"{name} must be an array of samples: {err}") from None
+    if wav.dtype == object or not (np.issubdtype(wav.dtype, np.floating)
+                                   or np.issubdtype(wav.dtype, np.integer)):
+        raise LvbdError(f"{name} must hold real numbers, got dtype {wav.dtype}")
+    if wav.ndim == 1:
+        wav = wav[None]
+    if wav.ndim != 2:
+        raise LvbdError(f"{name} must have shape (L,) or (C, L), got {tuple(wav.shape)}")
+    if wav.shape[0] == 0 or wav.shape[1] == 0:
+        raise LvbdError(f"{name} is empty (shape {tuple(wav.shape)})")
+    if np.issubdtype(wav.dtype, np.integer):
+        wav = wav.astype(np.float32) / float(np.iinfo(wav.dtype).max)
+    wav = wav.astype(np.float32)
+    if not np.isfinite(wav).all():
+        raise LvbdError(f"{name} holds NaN or Inf samples")
+    return wav
+
+
+class Separator:
+    """A loaded model plus inference settings.
+
+    >>> sep = Separator.from_pretrained()
+    >>> est = sep.separate(wav, sample_rate)        # Tensor (K, C, L) at the input rate
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: Config, device: str = "cpu",
+                 segment: float | None = None, overlap: float = 0.25, name: str = "model"):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg, self.name = cfg, name
+        self.segment = float(segment if segment is not None else cfg.data.segment_seconds)
+        self.overlap = float(overlap)
+
+    @property
+    def n_sources(self) -> int:
+        return self.cfg.model.n_sources
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.model.sample_rate
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kwargs) -> "Separator":
+        model, cfg, _ = load_model(path)
+        return cls(model, cfg, device=device, name=Path(path).stem, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name: str = "default", device: str = "cpu",
+                        **kwargs) -> "Separator":
+        path = pretrained_path(name)
+        model, cfg, _ = load_model(path)
+        return cls(model, cfg, device=device, name=name, **kwargs)
+
+    def separate(self, wav, sample_rate: int, return_confidence: bool = False,
+                 on_progress: Callable[[int], None] | None = None):
+        """Separate ``wav`` ``(L,)`` or ``(C, L)`` → Tensor ``(K, C, L)`` at the input rate.
+
+        With ``return_confidence`` also a numpy ``(K,)`` confidence in [0, 1] from the posterior
+        variance (None for models without a posterior).
+        """
+        wav = _as_array(wav)
+        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+            raise LvbdError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+        channels, length = wav.shape
+        result = StreamResult(self.n_sources)
+        blocks = separate_stream(self.model, lambda a, b: wav[:, a:b], length, int(sample_rate),
+                                 channels, self.segment, self.overlap, self.device, result,
+                                 on_progress)
+        est = torch.from_numpy(np.concatenate(list(blocks), axis=-1))  # (K, C, L)
+        return (est, result.confidence) if return_confidence else est
+
+    def separate_file(self, path: str | Path, return_confidence: bool = False):
+        """Read ``path`` (any format soundfile reads) → (Tensor (K, C, L), sample_rate)."""
+        wav, sample_rate = audio.load(path)
+        if wav.shape[1] == 0:
+            raise LvbdError(f"{path} holds no samples")
+        out = self.separate(wav, sample_rate, return_confidence=return_confidence)
+        if return_confidence:
+            return out[0], sample_rate, out[1]
+        return out, sample_rate
+
+    def separate_to_files(self, path: str | Path, out_dir: str | Path, fmt: str = "wav",
+                          clip_mode: str = "rescale",
+                          on_progress: Callable[[int], None] | None = None,
+                          block_seconds: float = 30.0) -> tuple[list[Path], StreamResult]:
+        """Stream ``path`` through the model into ``out_dir/source{k}.{fmt}`` (constant memory).
+
+        Outputs appear only when complete (atomic rename); on any error none are left behind.
+        """
+        path, out_dir = Path(path), Path(out_dir)
+        if not path.is_file():
+            raise LvbdError(f"no such file: {path}")
+        head = audio.info(path)
+        length, sample_rate, channels = head.frames, head.samplerate, head.channels
+        if length <= 0:
+            raise LvbdError(f"{path} holds no samples")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise LvbdError(f"cannot create output folder {out_dir}: {err.strerror}") from None
+        reader = _FileReader(path, int(block_seconds * sample_rate))
+        result = StreamResult(self.n_sources)
+        writers: list[audio.StreamWriter] = []
+        try:
+            for k in range(self.n_sources):
+                writers.append(audio.StreamWriter(out_dir / f"source{k + 1}.{fmt}", sample_rate,
+                                                  channels, clip_mode))
+            for block in separate_stream(self.model, reader.read, length, sample_rate, channels,
+                                         self.segment, self.overlap, self.device, result,
+                                         on_progress):
+                for k, writer in enumerate(writers):
+                    writer.write(block[k])
+            return [w.commit() for w in writers], result
+        except OSError as err:
+            raise LvbdError(f"cannot write to {out_dir}: {err.strerror or err}") from None
+        finally:
+            for writer in writers:
+                writer.abort()
+
+
+class _FileReader:
+    """Random access to a sound file's samples for the chunker, cached in ≈block-sized reads."""
+
+    def __init__(self, path: Path, block: int):
+        self.path, self.block = path, max(block, 1)
+        self._start, self._data = 0, np.zeros((0, 0), dtype=np.float32)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        end = self._start + self._data.shape[-1]
+        if start < self._start or stop > end:
+            self._start = start
+            self._data, _ = audio.load(self.path, start=start,
+                                       frames=max(stop - start, self.block))
+            if self._data.shape[-1] < stop - start:
+                raise LvbdError(f"{self.path} is shorter than its header says (truncated?)")
+        return self._data[:, start - self._start:stop - self._start]
+
+
+def pretrained_path(name: str = "default") -> Path:
+    """Path of a model shipped inside the package (``lvbd/pretrained/{name}.safetensors``)."""
+    path = Path(str(resources.files("lvbd") / "pretrained" / f"{name}.safetensors"))
+    if not path.exists():
+        raise LvbdError(f"no shipped model named '{name}' (looked for {path})")
+    return path
