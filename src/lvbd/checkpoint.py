@@ -112,7 +112,7 @@ def load_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], 
                 opt_state.setdefault(int(idx), {})[name] = value
         for idx, values in scalars.items():
             opt_state.setdefault(int(idx), {}).update(values)
-        info["optimizer"] = {"state": opt_state, "param_groups": json.loads(meta["optim_groups"])}
+        info["optimizer"] = {"state": dict(sorted(opt_state.items())), "param_groups": json.loads(meta["optim_groups"])}
     if "rng.torch" in tensors:
         info["rng_torch"] = tensors["rng.torch"]
     return cfg, state, info

@@ -1,0 +1,80 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from lvbd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lvbd.config import Config
+
+
+def _model_and_opt():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.PReLU())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    return model, opt
+
+
+def test_round_trip_restores_model_optimizer_and_rng(tmp_path):
+    model, opt = _model_and_opt()
+    cfg = Config()
+    cfg.train.lr = 3e-4
+    path = save_checkpoint(tmp_path / "last.safetensors", model, cfg, 17, opt, extra={"best": 1.5})
+    rng_next = torch.rand(3)
+    cfg2, state, info = load_checkpoint(path)
+    assert cfg2 == cfg and info["step"] == 17 and info["extra"] == {"best": 1.5}
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(state[k], v)
+    model2, opt2 = _model_and_opt()
+    model2.load_state_dict(state)
+    opt2.load_state_dict(info["optimizer"])
+    state_a, state_b = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert state_a.keys() == state_b.keys()
+    for idx in state_a:
+        for key in state_a[idx]:
+            torch.testing.assert_close(torch.as_tensor(state_a[idx][key]),
+                                       torch.as_tensor(state_b[idx][key]))
+    torch.set_rng_state(info["rng_torch"])
+    torch.testing.assert_close(torch.rand(3), rng_next)
+
+
+def test_pickle_files_are_refused_without_unpickling(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name in ("evil.pt", "evil.safetensors"):
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps(Evil()))
+        with pytest.raises(CheckpointError, match="pickle"):
+            load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("cut", [3, 100, -10])
+def test_truncated_checkpoint_is_a_clear_error(tmp_path, cut):
+    model, opt = _model_and_opt()
+    path = save_checkpoint(tmp_path / "c.safetensors", model, Config(), 1, opt)
+    path.write_bytes(path.read_bytes()[:cut])
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_checkpoint(path)
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    model, opt = _model_and_opt()
+    path = save_checkpoint(tmp_path / "c.safetensors", model, Config(), 1, opt)
+    before = path.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(CheckpointError, match="No space left"):
+        save_checkpoint(path, model, Config(), 2, opt)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+    assert load_checkpoint(path)[2]["step"] == 1
