@@ -47,7 +47,7 @@ from scipy.optimize import linear_sum_assignment
 log = logging.getLogger(__name__)
 
 CLAMP_DB = 100.0
-SILENCE_DB = -80.0            # reference energy relative to the mixture at or below which it is silent
+SILENCE_DB = -80.0            # silent: reference energy at most this far below the mixture's
 BSS_FILTER_LENGTH = 512       # mir_eval / BSS-Eval v3 default
 MAX_OFFSET_SECONDS = 0.05
 METRICS = ("si_sdr", "sdr", "pesq", "stoi", "estoi")

@@ -1,0 +1,48 @@
+"""Shared, seeded fixtures: a tiny (untrained) checkpoint and real audio files in tmp paths."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lvbd import audio
+from lvbd.checkpoint import save_checkpoint
+from lvbd.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from lvbd.models import build_model
+
+    torch.manual_seed(0)
+    cfg = load_config(TINY)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return save_checkpoint(path, build_model(cfg.model), cfg, step=0)
+
+
+def speechlike(seconds: float, sample_rate: int, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """Two harmonic, amplitude-modulated voices summed: (C, L) float32 in [-0.9, 0.9]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    mix = np.zeros_like(t)
+    for f0 in rng.uniform(90, 260, 2):
+        f = f0 * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t))
+        phase = 2 * np.pi * np.cumsum(f) / sample_rate
+        env = 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)))
+        mix += env * sum(np.sin(h * phase) / h for h in range(1, 8) if h * f0 < sample_rate / 2)
+    mix = 0.9 * mix / np.abs(mix).max()
+    gains = np.linspace(1.0, 0.6, channels)[:, None]
+    return (gains * mix[None]).astype(np.float32)
+
+
+@pytest.fixture
+def make_audio(tmp_path):
+    def _make(name: str, seconds: float = 1.0, sample_rate: int = 8000, channels: int = 1,
+              seed: int = 0) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return audio.save(path, speechlike(seconds, sample_rate, seed, channels), sample_rate)
+    return _make
