@@ -1,8 +1,10 @@
 """Shared, seeded fixtures: a tiny (untrained) checkpoint and real audio files in tmp paths."""
+import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from lvbd import audio
@@ -46,3 +48,30 @@ def make_audio(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         return audio.save(path, speechlike(seconds, sample_rate, seed, channels), sample_rate)
     return _make
+
+
+@pytest.fixture(scope="session")
+def fake_corpus(tmp_path_factory) -> Path:
+    """5 speakers × 4 clips of seeded harmonic 'voices' (1.5–6 s, 8 kHz) + manifest, no engine."""
+    from lvbd.data.corpus import MANIFEST_COLUMNS
+
+    root = tmp_path_factory.mktemp("fake")
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(5):
+        for c in range(4):
+            split = "train" if c < 3 else "valid"
+            seconds = float(rng.uniform(1.5, 6.0))
+            wav = 0.3 * speechlike(seconds, 8000, seed=10 * s + c)[0]
+            path = f"audio/spk{s}/{c}.flac"
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(root / path, wav, 8000, subtype="PCM_16")
+            rows.append({"path": path, "speaker": f"fake:spk{s}",
+                         "engine": "espeak-ng" if s < 4 else "flite", "voice": f"v{s}",
+                         "text": f"clip {c}", "duration": f"{len(wav) / 8000:.6f}",
+                         "split": split})
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return root

@@ -73,7 +73,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | None = None,
           progress: bool = False) -> Path:
     """Train ``cfg`` into ``run_dir`` (``last``/``best``.safetensors, metrics.jsonl)."""
-    from .data.datasets import DynamicMixDataset
+    from .data.datasets import DynamicMixDataset, FixedValidSet
 
     run_dir = Path(run_dir)
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -122,51 +122,48 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
     train_set = DynamicMixDataset(d.root, d.splits_train, cfg.model.n_sources, d.segment_seconds,
                                   cfg.model.sample_rate, cfg.train.seed,
                                   cfg.train.steps * B * world, d.engines)
-    valid_set = DynamicMixDataset(d.root, "valid", cfg.model.n_sources, d.valid_segment_seconds,
-                                  cfg.model.sample_rate, cfg.train.seed + 10_000, d.valid_items,
-                                  d.engines)
-    valid = [valid_set[i] for i in range(len(valid_set))]
+    valid = list(FixedValidSet(d.root, d.valid_items, cfg.model.n_sources,
+                               d.valid_segment_seconds, cfg.model.sample_rate,
+                               cfg.train.seed + 10_000, d.engines))
     order = [(s * world + rank) * B + i for s in range(step, cfg.train.steps) for i in range(B)]
     loader = torch.utils.data.DataLoader(train_set, batch_size=B, sampler=order,
-                                         num_workers=d.num_workers)
+                                         num_workers=d.num_workers,  # own generator: the
+                                         generator=torch.Generator().manual_seed(step))  # global RNG stays resumable
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
         bar = tqdm(total=cfg.train.steps, initial=step, unit="step", dynamic_ncols=True)
     model.train()
-    tic, window = time.perf_counter(), []
+    tic, window, skipped = time.perf_counter(), [], 0
     for refs in loader:
         refs = refs.to(device)  # (B, K, L)
         est, terms = wrapped(refs.sum(1), refs, cfg.loss, step, cfg.train.steps)
         loss = total_loss(terms, cfg.loss, step)
-        values = {k: float(v) for k, v in terms.items()}
-        if not torch.isfinite(loss):
-            if cfg.train.on_nonfinite == "stop":
-                raise NonFiniteLoss(f"non-finite loss at step {step}: {values}")
-            log.warning("step %d: non-finite loss %s, skipped", step, values)
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            continue
+        values = {k: float(v.detach()) for k, v in terms.items()}
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad))
-        if not math.isfinite(grad_norm):
-            if cfg.train.on_nonfinite == "stop":
-                raise NonFiniteLoss(f"non-finite gradient at step {step}: {values}")
-            log.warning("step %d: non-finite gradient, skipped", step)
-        else:
+        grad_norm = math.nan
+        if torch.isfinite(loss):
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                             cfg.train.clip_grad))
+        if math.isfinite(grad_norm):
             opt.step()
+            window.append(dict(values, loss=float(loss), grad_norm=grad_norm,
+                               train_si_sdri=float(si_sdri(est.detach(), refs).mean())))
+        elif cfg.train.on_nonfinite == "stop":
+            raise NonFiniteLoss(f"non-finite loss or gradient at step {step}: {values}")
+        else:
+            skipped += 1
+            log.warning("step %d: non-finite loss or gradient %s, step skipped", step, values)
         step += 1
-        window.append(dict(values, loss=float(loss), grad_norm=grad_norm,
-                           train_si_sdri=float(si_sdri(est.detach(), refs).mean())))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.2f}", refresh=False)
         row = None
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            row = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-            row.update(step=step, lr=opt.param_groups[0]["lr"],
-                       sec_per_step=(time.perf_counter() - tic) / len(window))
+            row = {k: sum(w[k] for w in window) / len(window) for k in window[0]} if window else {}
+            row.update(step=step, lr=opt.param_groups[0]["lr"], skipped=skipped,
+                       sec_per_step=(time.perf_counter() - tic) / cfg.train.log_every)
             tic, window = time.perf_counter(), []
         if step % cfg.train.valid_every == 0 or step == cfg.train.steps:
             score = validate(model, valid, B, device)
