@@ -148,7 +148,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
                                                              cfg.train.clip_grad))
         if math.isfinite(grad_norm):
             opt.step()
-            window.append(dict(values, loss=float(loss), grad_norm=grad_norm,
+            window.append(dict(values, loss=float(loss.detach()), grad_norm=grad_norm,
                                train_si_sdri=float(si_sdri(est.detach(), refs).mean())))
         elif cfg.train.on_nonfinite == "stop":
             raise NonFiniteLoss(f"non-finite loss or gradient at step {step}: {values}")

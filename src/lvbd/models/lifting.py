@@ -53,9 +53,13 @@ def make_norm(norm: str, channels: int) -> nn.Module:
 
 
 class ConvBlock(nn.Module):
-    """1×1 conv -> PReLU -> norm -> dilated depthwise conv -> PReLU -> norm; residual and skip 1×1 convs."""
+    """1×1 conv -> PReLU -> norm -> dilated depthwise conv -> PReLU -> norm; residual and skip 1×1 convs.
 
-    def __init__(self, io_channels: int, hidden: int, kernel_size: int, dilation: int, norm: str):
+    The last block of a TCN has no residual output (it would be unused), as in torchaudio.
+    """
+
+    def __init__(self, io_channels: int, hidden: int, kernel_size: int, dilation: int, norm: str,
+                 residual: bool = True):
         super().__init__()
         self.layers = nn.Sequential(
             nn.Conv1d(io_channels, hidden, 1),
@@ -66,13 +70,13 @@ class ConvBlock(nn.Module):
             nn.PReLU(),
             make_norm(norm, hidden),
         )
-        self.res_out = nn.Conv1d(hidden, io_channels, 1)
+        self.res_out = nn.Conv1d(hidden, io_channels, 1) if residual else None
         self.skip_out = nn.Conv1d(hidden, io_channels, 1)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, bottleneck, T) -> (residual, skip), both (B, bottleneck, T)."""
+    def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
+        """x (B, bottleneck, T) -> (residual or None, skip), both (B, bottleneck, T)."""
         h = self.layers(x)  # (B, hidden, T)
-        return self.res_out(h), self.skip_out(h)
+        return (None if self.res_out is None else self.res_out(h)), self.skip_out(h)
 
 
 class TemporalConvNet(nn.Module):
@@ -86,9 +90,11 @@ class TemporalConvNet(nn.Module):
             raise ValueError(f"TemporalConvNet: kernel_size must be odd (same-length output), got {kernel_size}")
         self.input_norm = make_norm(norm, in_channels)
         self.bottleneck = nn.Conv1d(in_channels, bottleneck, 1)
+        n_total = n_repeats * n_blocks
         self.blocks = nn.ModuleList(
-            ConvBlock(bottleneck, hidden, kernel_size, dilation=2 ** b, norm=norm)
-            for _ in range(n_repeats) for b in range(n_blocks)
+            ConvBlock(bottleneck, hidden, kernel_size, dilation=2 ** (i % n_blocks), norm=norm,
+                      residual=i < n_total - 1)
+            for i in range(n_total)
         )
         self.output = nn.Sequential(nn.PReLU(), nn.Conv1d(bottleneck, out_channels, 1))
 
@@ -97,8 +103,9 @@ class TemporalConvNet(nn.Module):
         skip = torch.zeros_like(h)
         for block in self.blocks:
             res, s = block(h)
-            h = h + res
             skip = skip + s
+            if res is not None:
+                h = h + res
         return self.output(skip)  # (B, out_channels, T)
 
 
