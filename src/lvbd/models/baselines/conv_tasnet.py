@@ -1,0 +1,56 @@
+"""Conv-TasNet baseline (Luo & Mesgarani 2019; torchaudio ``conv_tasnet.py`` / asteroid layout).
+
+Encoder Conv1d(1 -> N, kernel, stride) (linear as in torchaudio and asteroid's default, or ReLU as
+in the paper), TCN mask network (the same ``TemporalConvNet`` as LVBD's lifting) -> K·N masks
+(sigmoid, or ReLU), masked coefficients decoded by ConvTranspose1d(N -> 1) per source.
+Same interface as ``LVBD``: ``forward(mixture, state=None)`` and ``loss_terms`` (only "sep").
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ...config import ConfigError, LossConfig, ModelConfig
+from ..encoder import ConvFrontEnd
+from ..lifting import TemporalConvNet
+from ..lvbd import check_inputs, normalise_mixture, separation_loss
+from ..output import SeparationOutput
+
+__all__ = ["ConvTasNet"]
+
+
+class ConvTasNet(nn.Module):
+    """Mask-based separator using ModelConfig's n_filters, kernel_size, stride, bottleneck, hidden,
+    n_blocks, n_repeats (and n_sources)."""
+
+    def __init__(self, cfg: ModelConfig, encoder_activation: str = "linear", mask_activation: str = "sigmoid"):
+        super().__init__()
+        if mask_activation not in ("sigmoid", "relu"):
+            raise ConfigError(f"mask_activation must be 'sigmoid' or 'relu', got {mask_activation!r}")
+        if cfg.frontend != "conv":
+            raise ConfigError(f"convtasnet supports model.frontend 'conv' only, got {cfg.frontend!r}")
+        self.cfg = cfg
+        self.mask_activation = mask_activation
+        self.frontend = ConvFrontEnd(cfg.n_filters, cfg.kernel_size, cfg.stride, encoder_activation)
+        self.masker = TemporalConvNet(cfg.n_filters, cfg.n_sources * cfg.n_filters, cfg.bottleneck,
+                                      cfg.hidden, cfg.n_blocks, cfg.n_repeats)
+
+    def forward(self, mixture: Tensor, state=None) -> SeparationOutput:
+        """mixture (B, L) -> SeparationOutput(estimates (B, K, L), confidence None, state None, {"masks"})."""
+        check_inputs(mixture)
+        B, L = mixture.shape
+        K, N = self.cfg.n_sources, self.cfg.n_filters
+        x, std = normalise_mixture(mixture)
+        X = self.frontend.encode(x)  # (B, N, T)
+        T = X.shape[-1]
+        logits = self.masker(X).view(B, K, N, T)  # (B, K, N, T)
+        masks = torch.sigmoid(logits) if self.mask_activation == "sigmoid" else torch.relu(logits)
+        est = self.frontend.decode((masks * X[:, None]).reshape(B * K, N, T), L).view(B, K, L)  # (B, K, L)
+        return SeparationOutput(est * std[:, :, None], None, None, {"masks": masks})
+
+    def loss_terms(self, mixture: Tensor, references: Tensor, loss_cfg: LossConfig, step: int,
+                   total_steps: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """(estimates (B, K, L), {"sep": permutation-invariant negative SI-SDR})."""
+        check_inputs(mixture, references, self.cfg.n_sources)
+        est = self.forward(mixture).estimates
+        return est, {"sep": separation_loss(est, references, loss_cfg, step, total_steps)}

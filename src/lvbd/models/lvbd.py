@@ -1,0 +1,304 @@
+"""The assembled LVBD separator (design §3): encode -> lift -> demix -> posterior -> (align) -> decode.
+
+    x (B, L) --E--> X (B, N, T) --H--> z (B, M, D, T) --IVA/ISS/net--> W (B, D, K, M)
+    μ = W z, log σ² = V(μ)  (B, K, D, T) --memory alignment--> y = μ + σε (train) | μ (eval)
+    --G, shared over k--> (B, K, N, T) --E⁻¹--> ŝ (B, K, L)
+
+Each stage is a small method (asteroid ``BaseEncoderMaskerDecoder`` style) so an ablation
+overrides one stage. ``loss_terms`` returns the unweighted named terms of design §5.3.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ConfigError, LossConfig, ModelConfig
+from ..losses import (amari_permutation_loss, block_tc, crosstalk_matrix, gaussian_kl, mixture_consistency,
+                      pairwise_neg_si_sdr, pit_exact, pit_hungarian, sinkpit, sinkpit_beta, volume_loss)
+from .demixing import PredictedDemixer, apply_demixing, auxiva_demix, iss_demix
+from .encoder import build_frontend
+from .lifting import Lifting
+from .memory import MemoryState, SourceMemory, reorder
+from .output import SeparationOutput
+from .posterior import PosteriorHead, SourceDecoder, gaussian_posterior, reparameterise, synthesise
+
+__all__ = ["LVBD", "separation_loss", "normalise_mixture", "check_inputs"]
+
+_STD_EPS = 1e-8
+_FRAME_SCALE_RANGE = (-6.0, 3.0)   # log λ_t relative to the chunk mean (≈ −26 dB .. +13 dB)
+_SILENT_REF = 1e-6                  # references with mean power below this (mixture at unit std) are silent
+
+
+def normalise_mixture(mixture: Tensor) -> tuple[Tensor, Tensor]:
+    """x / std(x) per example (population std); returns (x, std (B, 1)). A silent input stays zero."""
+    std = mixture.std(dim=-1, keepdim=True, correction=0).clamp_min(_STD_EPS)  # (B, 1)
+    return mixture / std, std
+
+
+def check_inputs(mixture: Tensor, references: Tensor | None = None, n_sources: int | None = None) -> None:
+    if mixture.dim() != 2 or mixture.shape[-1] < 1:
+        raise ValueError(f"expected a mixture of shape (B, L) with L >= 1, got {tuple(mixture.shape)}")
+    if references is not None:
+        B, L = mixture.shape
+        if references.dim() != 3 or references.shape[0] != B or references.shape[-1] != L \
+                or (n_sources is not None and references.shape[1] != n_sources):
+            raise ValueError(f"expected references of shape (B, K, L) = ({B}, {n_sources}, {L}), "
+                             f"got {tuple(references.shape)}")
+
+
+def separation_loss(estimates: Tensor, references: Tensor, loss_cfg: LossConfig, step: int,
+                    total_steps: int) -> Tensor:
+    """Permutation-invariant negative SI-SDR (design §6), averaged over the batch.
+
+    ``loss_cfg.pit``: "upit" (exact min over K! permutations), "hungarian" (O(K³) assignment),
+    "sinkpit" (entropy-regularised Sinkhorn, β annealed by ``sinkpit_beta``).
+    """
+    C = pairwise_neg_si_sdr(estimates, references)  # (B, K, K)
+    if loss_cfg.pit == "upit":
+        loss, _ = pit_exact(C)
+    elif loss_cfg.pit == "hungarian":
+        loss, _ = pit_hungarian(C)
+    elif loss_cfg.pit == "sinkpit":
+        loss, _ = sinkpit(C, sinkpit_beta(loss_cfg, step, total_steps), loss_cfg.sinkpit_iters)
+    else:
+        raise ConfigError(f"loss.pit must be upit, hungarian or sinkpit, got {loss_cfg.pit!r}")
+    return loss.mean()
+
+
+def _validate(cfg: ModelConfig) -> None:
+    choices = {"frontend": ("conv", "stft"), "demixer": ("iva", "iss", "predicted"),
+               "init": ("identity", "predicted"), "source_model": ("laplace", "gauss")}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"model.{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+    if cfg.n_sources < 1 or cfg.n_latent_channels < cfg.n_sources:
+        raise ConfigError(f"model.n_latent_channels (M={cfg.n_latent_channels}) must be >= "
+                          f"model.n_sources (K={cfg.n_sources}) >= 1")
+    if cfg.memory_chunks < 1:
+        raise ConfigError(f"model.memory_chunks must be >= 1, got {cfg.memory_chunks}")
+    if not 0.0 <= cfg.memory_alpha < 1.0:
+        raise ConfigError(f"model.memory_alpha must be in [0, 1), got {cfg.memory_alpha}")
+
+
+@dataclass
+class _Chunk:
+    """What one chunk leaves for the loss terms (all in slot / output order)."""
+
+    estimates: Tensor            # (B, K, Lc)
+    mu: Tensor                   # (B, K, D, T)
+    logvar: Tensor | None        # (B, K, D, T)
+    prior_logvar: Tensor         # (B, K, D, T)
+    W: Tensor                    # (B, D, K, M)
+    z: Tensor                    # (B, M, D, T)
+    P: Tensor | None             # (B, K, K) alignment applied (slot j <- output k)
+    ref_latents: Tensor | None   # (B, K_out, K_ref, D, T) = W applied to each reference's lifted latent
+
+
+class LVBD(nn.Module):
+    """Latent variational block-wise disentanglement separator (design §3).
+
+    Ablations are configuration: ``variational=False`` (deterministic: y = μ, no log σ² head, kl = 0),
+    ``n_latent_channels == n_sources`` (determined), ``memory=False``, ``demixer="predicted"``.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        _validate(cfg)
+        self.cfg = cfg
+        K, M, D, N = cfg.n_sources, cfg.n_latent_channels, cfg.block_size, cfg.n_filters
+        self.frontend = build_frontend(cfg.frontend, N, cfg.kernel_size, cfg.stride)
+        self.lifting = Lifting(N, M, D, cfg.bottleneck, cfg.hidden, cfg.n_blocks, cfg.n_repeats)
+        self.demixer_net = (PredictedDemixer(M, K, D)
+                            if cfg.demixer == "predicted" or cfg.init == "predicted" else None)
+        self.posterior_head = PosteriorHead(D, cfg.logvar_min, cfg.logvar_max) if cfg.variational else None
+        self.source_decoder = SourceDecoder(D, cfg.decoder_hidden, N)
+        self.memory = SourceMemory(cfg.memory_alpha, cfg.memory_tau) if cfg.memory else None
+
+    # ------------------------------------------------------------------ stages
+    def encode(self, x: Tensor) -> Tensor:
+        """E: (B, L) -> (B, N, T), linear."""
+        return self.frontend.encode(x)
+
+    def lift(self, X: Tensor) -> Tensor:
+        """H: (B, N, T) -> (B, M, D, T)."""
+        return self.lifting(X)
+
+    def demix(self, z: Tensor, init: Tensor | None = None) -> Tensor:
+        """W (B, D, K, M): unrolled AuxIVA-IP / ISS (iterations: train vs eval) or a predicted W.
+
+        ``init`` (a warm start from the memory) takes precedence over ``cfg.init``.
+        """
+        cfg = self.cfg
+        if cfg.demixer == "predicted":
+            return self.demixer_net(z)
+        if init is None and cfg.init == "predicted":
+            init = self.demixer_net(z)
+        n_iter = cfg.iva_iters_train if self.training else cfg.iva_iters_test
+        solver = auxiva_demix if cfg.demixer == "iva" else iss_demix
+        return solver(z, cfg.n_sources, n_iter, cfg.source_model, init)
+
+    def posterior(self, W: Tensor, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        """μ = W z and log σ² (None when deterministic), both (B, K, D, T)."""
+        if self.posterior_head is None:
+            return apply_demixing(W, z), None
+        return gaussian_posterior(W, z, self.posterior_head)
+
+    def sample(self, mu: Tensor, logvar: Tensor | None) -> Tensor:
+        """y = μ + σε in training (variational), μ otherwise."""
+        if logvar is None or not self.training:
+            return mu
+        return reparameterise(mu, logvar)
+
+    def decode(self, y: Tensor, length: int) -> Tensor:
+        """G then E⁻¹, shared over sources: (B, K, D, T) -> (B, K, length)."""
+        return synthesise(self.frontend, self.source_decoder(y), length)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def frame_scale(X: Tensor) -> Tensor:
+        """log λ_t: the mixture's frame energy relative to its mean over the chunk, clamped.
+
+        X (B, N, T) -> (B, T). A prior scale that is not re-estimated from μ (design §0 item 2).
+        """
+        e = X.detach().pow(2).mean(dim=1)  # (B, T)
+        rel = torch.log(e + _STD_EPS) - torch.log(e.mean(dim=-1, keepdim=True) + _STD_EPS)
+        return rel.clamp(*_FRAME_SCALE_RANGE)
+
+    def _check_state(self, state: MemoryState | None, B: int) -> None:
+        if state is None:
+            return
+        if not isinstance(state, MemoryState):
+            raise ValueError(f"state must be a MemoryState from a previous call or None, got {type(state).__name__}")
+        K, D = self.cfg.n_sources, self.cfg.block_size
+        if tuple(state.mean.shape) != (B, K, D):
+            raise ValueError(f"memory state has shape {tuple(state.mean.shape)}, expected (B, K, D) = {(B, K, D)}")
+
+    def _chunk(self, x: Tensor, state: MemoryState | None, references: Tensor | None
+               ) -> tuple[_Chunk, MemoryState | None]:
+        """One chunk (B, Lc) through all stages, aligned to the memory slots."""
+        B, L = x.shape
+        X = self.encode(x)  # (B, N, T)
+        z = self.lift(X)  # (B, M, D, T)
+        warm = state.W if (state is not None and self.memory is not None) else None
+        W = self.demix(z, warm)  # (B, D, K, M)
+        mu, logvar = self.posterior(W, z)  # (B, K, D, T)
+        P, new_state = None, None
+        if self.memory is not None:
+            P, new_state = self.memory.step(mu, logvar, state, hard=not self.training, W=W)
+            profile = (new_state.logvar if state is None else state.logvar).detach()  # (B, K, D)
+            if state is not None:
+                mu, logvar, W = reorder(P, mu, logvar, W)
+            new_state = new_state.detach()
+        else:
+            power = mu.pow(2) if logvar is None else mu.pow(2) + logvar.exp()
+            profile = torch.log(power.mean(dim=-1) + _STD_EPS).detach()  # (B, K, D)
+        prior_logvar = profile[..., None] + self.frame_scale(X)[:, None, None, :]  # (B, K, D, T)
+        estimates = self.decode(self.sample(mu, logvar), L)  # (B, K, L)
+        ref_latents = None
+        if references is not None:
+            K_ref = references.shape[1]
+            with torch.no_grad():  # constants: the perm gradient reaches H through W(z), see _perm_term
+                z_ref = self.lift(self.encode(references.reshape(B * K_ref, L)))  # (B·K, M, D, T)
+            z_ref = z_ref.view(B, K_ref, *z_ref.shape[1:])  # (B, K_ref, M, D, T)
+            ref_latents = torch.einsum("bdkm,bjmdt->bkjdt", W, z_ref)  # (B, K_out, K_ref, D, T)
+        return _Chunk(estimates, mu, logvar, prior_logvar, W, z, P, ref_latents), new_state
+
+    def _run(self, x: Tensor, state: MemoryState | None, references: Tensor | None = None
+             ) -> tuple[list[_Chunk], MemoryState | None]:
+        """Whole (normalised) mixture: several chunks with the memory carried in training when
+        ``memory_chunks > 1``, else one chunk."""
+        n_chunks = self.cfg.memory_chunks if (self.training and self.memory is not None) else 1
+        L = x.shape[-1]
+        stride = self.cfg.stride
+        size = max(stride, int(math.ceil(L / n_chunks / stride)) * stride)
+        bounds = [(a, min(a + size, L)) for a in range(0, L, size)] if n_chunks > 1 else [(0, L)]
+        chunks = []
+        for a, b in bounds:
+            refs = None if references is None else references[..., a:b]
+            chunk, state = self._chunk(x[:, a:b], state, refs)
+            chunks.append(chunk)
+        return chunks, state
+
+    @staticmethod
+    def confidence(mu: Tensor, logvar: Tensor) -> Tensor:
+        """Energy-weighted posterior SNR Σ μ²·μ²/(μ²+σ²) / Σ μ² per source: (B, K, D, T) -> (B, K) in [0, 1]."""
+        mu2 = mu.pow(2)
+        snr = mu2 / (mu2 + logvar.exp())
+        conf = (mu2 * snr).sum(dim=(2, 3)) / (mu2.sum(dim=(2, 3)) + 1e-12)
+        return conf.clamp(0.0, 1.0)
+
+    # ------------------------------------------------------------------ public API
+    def forward(self, mixture: Tensor, state: MemoryState | None = None) -> SeparationOutput:
+        """mixture (B, L) -> SeparationOutput(estimates (B, K, L), confidence (B, K) | None, state, extras).
+
+        Pass ``state=previous_output.state`` to keep source k on output k across chunks of a stream.
+        """
+        check_inputs(mixture)
+        self._check_state(state, mixture.shape[0])
+        x, std = normalise_mixture(mixture)
+        chunks, state = self._run(x, state)
+        return self._output(chunks, state, std)
+
+    def _output(self, chunks: list[_Chunk], state: MemoryState | None, std: Tensor) -> SeparationOutput:
+        estimates = torch.cat([c.estimates for c in chunks], dim=-1) * std[:, :, None]  # (B, K, L)
+        mu = torch.cat([c.mu for c in chunks], dim=-1)  # (B, K, D, T)
+        extras = {"mu": mu, "W": chunks[-1].W, "z": torch.cat([c.z for c in chunks], dim=-1),
+                  "prior_logvar": torch.cat([c.prior_logvar for c in chunks], dim=-1)}
+        confidence = None
+        if chunks[0].logvar is not None:
+            logvar = torch.cat([c.logvar for c in chunks], dim=-1)  # (B, K, D, T)
+            extras["logvar"] = logvar
+            confidence = self.confidence(mu, logvar)
+        if chunks[-1].P is not None:
+            extras["alignment"] = chunks[-1].P
+        return SeparationOutput(estimates, confidence, state, extras)
+
+    def loss_terms(self, mixture: Tensor, references: Tensor, loss_cfg: LossConfig, step: int,
+                   total_steps: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Unweighted loss terms (design §5.2) on one batch; estimates (B, K, L) at the input scale.
+
+        Terms: sep (PIT by ``loss_cfg.pit``), mix (mixture consistency), kl (to the memory prior;
+        0 when deterministic), tc (block TC), perm (Amari-type loss on the latent cross-talk matrix;
+        computed only when ``loss_cfg.perm > 0``), vol (only when ``loss_cfg.vol > 0``).
+        """
+        check_inputs(mixture, references, self.cfg.n_sources)
+        x, std = normalise_mixture(mixture)
+        refs = references / std[:, :, None]  # (B, K, L)
+        chunks, _ = self._run(x, None, refs if loss_cfg.perm > 0 else None)
+        out = self._output(chunks, None, torch.ones_like(std))
+        est = out.estimates  # (B, K, L), normalised scale
+        mu, logvar = out.extras["mu"], out.extras.get("logvar")
+        zero = est.new_zeros(())
+        terms = {
+            "sep": separation_loss(est, refs, loss_cfg, step, total_steps),
+            "mix": mixture_consistency(est.sum(dim=1), x).mean(),
+            "kl": zero if logvar is None else gaussian_kl(mu, logvar, out.extras["prior_logvar"]),
+            "tc": block_tc(mu, logvar if logvar is not None else torch.full_like(mu, self.cfg.logvar_min)),
+            "perm": self._perm_term(chunks, refs) if loss_cfg.perm > 0 else zero,
+            "vol": (torch.stack([volume_loss(c.W, c.z) for c in chunks]).mean() if loss_cfg.vol > 0 else zero),
+        }
+        return est * std[:, :, None], terms
+
+    @staticmethod
+    def _perm_term(chunks: list[_Chunk], refs: Tensor) -> Tensor:
+        """Amari-type loss on G_kj = share of reference j's latent energy in output k (design §6.3).
+
+        Each reference is lifted alone (E, H without gradient: the lifted references are treated
+        as constants) and demixed with the mixture's W, which is *not* detached, so the term
+        trains the demixer and, through W = IVA(H(E(x))), the lifting and the front end. Back-
+        propagating through the K reference lifts as well doubled the cost of a training step
+        (docs/design.md); this keeps it at +K forward passes of H. Chunks are concatenated in
+        slot order, so one G per utterance also rewards a consistent order across chunks.
+        Examples with a silent reference are skipped (H(0) ≠ 0 because of biases, so their G is
+        meaningless).
+        """
+        Y = torch.cat([c.ref_latents for c in chunks], dim=-1)  # (B, K_out, K_ref, D, T)
+        G = crosstalk_matrix(Y)  # (B, K, K)
+        loss = amari_permutation_loss(G)  # (B,)
+        valid = (refs.pow(2).mean(dim=-1) > _SILENT_REF).all(dim=-1)  # (B,)
+        if not bool(valid.any()):
+            return loss.sum() * 0.0
+        return loss[valid].mean()
