@@ -1,0 +1,91 @@
+"""``lvbd data build`` (synthesize the corpus and test sets) and ``lvbd data stats``.
+
+Also runnable on its own: ``python -m lvbd.data.cli build --out data --hours 10 --jobs 2``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .corpus import BuildConfig, build_corpus, corpus_stats, format_stats
+from .testsets import TEST_SETS
+from .voices import ENGINES
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="{build,stats}", required=True)
+    build = sub.add_parser("build", help="synthesize the corpus, manifest and fixed test sets",
+                           description=__doc__)
+    build.add_argument("--out", default="data", help="output folder (default: data)")
+    build.add_argument("--hours", type=_non_negative, default=10.0,
+                       help="hours of espeak-ng training speech (default: 10)")
+    build.add_argument("--sample-rate", type=_positive_int, default=8000)
+    build.add_argument("--jobs", type=_positive_int, default=2, help="worker processes")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
+                       help="engines to use (default: all; missing ones are skipped)")
+    build.add_argument("--other-hours", type=_non_negative, default=0.5,
+                       help="training hours per mbrola/flite/festival training voice")
+    build.add_argument("--valid-clips", type=int, default=400,
+                       help="espeak-ng validation clips")
+    build.add_argument("--test-clips", type=int, default=400,
+                       help="espeak-ng clips of each of test / ood-espeak / ood-lang")
+    build.add_argument("--test-mixtures", type=int, nargs="+", default=[300, 200],
+                       help="mixtures per test set, one value per --test-speakers entry "
+                            "(default: 300 200)")
+    build.add_argument("--test-speakers", type=_positive_int, nargs="+", default=[2, 3],
+                       help="speakers per test mixture (default: 2 3)")
+    build.add_argument("--test-sets", nargs="+", choices=list(TEST_SETS), default=None,
+                       help="test sets to write (default: all)")
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
+    stats = sub.add_parser("stats", help="hours / speakers / utterances per split and engine")
+    stats.add_argument("root", nargs="?", default="data", help="corpus folder (default: data)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "stats":
+        print(format_stats(corpus_stats(args.root)))
+        return 0
+    config = BuildConfig(
+        hours=args.hours, sample_rate=args.sample_rate, jobs=args.jobs, seed=args.seed,
+        engines=tuple(args.engines), other_hours=args.other_hours,
+        valid_clips=args.valid_clips, test_clips=args.test_clips,
+        test_mixtures=tuple(args.test_mixtures), test_speakers=tuple(args.test_speakers),
+        test_sets=None if args.test_sets is None else tuple(args.test_sets),
+        progress=not args.quiet and sys.stderr.isatty())
+    manifest = build_corpus(args.out, config)
+    print(format_stats(corpus_stats(manifest.parent)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import LvbdError
+
+    parser = argparse.ArgumentParser(prog="lvbd data", description="corpus builder")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except LvbdError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Torch datasets over the corpus: dynamic mixing for training, fixed validation mixtures, and
+the Libri2Mix-style test folders.
+
+``DynamicMixDataset`` and ``FixedValidSet`` return stems ``(K, L)`` already scaled by
+``mixing.mix_stems``; the mixture is ``stems.sum(0)``. Item ``i`` is drawn from a numpy
+Generator seeded by ``(seed, i)``: the same seed and index give the same stems in any worker.
+"""
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+
+from ..audio import AudioError, load, resample
+from ..errors import LvbdError
+from .corpus import read_manifest
+from .mixing import crop_or_pad, mix_stems, random_gains_db, random_offset
+
+LEVEL_RANGE_DB = (-35.0, -15.0)
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """What item ``index`` of a :class:`DynamicMixDataset` is made of."""
+
+    speakers: tuple[str, ...]
+    paths: tuple[str, ...]
+    offsets: tuple[int, ...]
+    gains_db: tuple[float, ...]
+    level_db: float
+
+
+class DynamicMixDataset(Dataset):
+    """K utterances of K distinct speakers, cropped/padded to ``segment_seconds``, relative
+    gains within ±5 dB and a random overall level (−35…−15 dBFS) → stems ``(K, L)`` float32.
+
+    Rows come from ``root/manifest.csv`` with ``split`` and ``engine`` in ``engines``
+    (``None``: every engine). Speakers are drawn in proportion to their utterance counts
+    (uniform over utterances, without repeating a speaker).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", n_sources: int = 2,
+                 segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
+                 length: int = 10000, engines: list[str] | tuple[str, ...] | None = ("espeak-ng",)):
+        if n_sources < 1 or segment_seconds <= 0 or length < 0 or sample_rate <= 0:
+            raise ValueError(f"need n_sources >= 1, segment_seconds > 0, length >= 0 and "
+                             f"sample_rate > 0; got {n_sources}, {segment_seconds}, {length}, "
+                             f"{sample_rate}")
+        self.root = Path(root)
+        self.split, self.n_sources, self.sample_rate = split, n_sources, sample_rate
+        self.segment = round(segment_seconds * sample_rate)
+        self.seed, self.length = seed, length
+        self.engines = None if engines is None else tuple(engines)
+        by_speaker: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for row in read_manifest(self.root):
+            if row["split"] != split or (self.engines is not None
+                                         and row["engine"] not in self.engines):
+                continue
+            by_speaker[row["speaker"]].append((row["path"],
+                                               round(row["duration"] * sample_rate)))
+        if len(by_speaker) < n_sources:
+            raise LvbdError(f"{self.root}: split '{split}' with engines {self.engines} has "
+                            f"{len(by_speaker)} speaker(s); {n_sources} sources need more")
+        self.speakers = sorted(by_speaker)
+        self.clips = [sorted(by_speaker[s]) for s in self.speakers]
+        counts = np.array([len(c) for c in self.clips], dtype=np.float64)
+        self.weights = counts / counts.sum()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def plan(self, index: int) -> MixPlan:
+        """The speakers, clips, offsets and gains of item ``index`` (no audio read)."""
+        rng = np.random.default_rng([self.seed, index])
+        chosen = rng.choice(len(self.speakers), self.n_sources, replace=False, p=self.weights)
+        paths, offsets = [], []
+        for s in chosen:
+            path, frames = self.clips[s][int(rng.integers(len(self.clips[s])))]
+            paths.append(path)
+            offsets.append(random_offset(rng, frames, self.segment))
+        gains = random_gains_db(rng, self.n_sources)
+        return MixPlan(tuple(self.speakers[s] for s in chosen), tuple(paths), tuple(offsets),
+                       tuple(float(g) for g in gains), float(rng.uniform(*LEVEL_RANGE_DB)))
+
+    def _read(self, path: str, offset: int) -> np.ndarray:
+        full = self.root / path
+        try:
+            info = sf.info(str(full))
+        except (sf.LibsndfileError, RuntimeError):
+            raise AudioError(f"cannot read audio {full}") from None
+        if info.samplerate == self.sample_rate and info.frames >= self.segment:
+            offset = min(offset, info.frames - self.segment)
+            wav, _ = load(full, start=offset, frames=self.segment)
+            return wav.mean(axis=0)
+        wav, rate = load(full)
+        wav = resample(wav.mean(axis=0), rate, self.sample_rate)
+        return crop_or_pad(wav, self.segment, offset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items")
+        plan = self.plan(index)
+        stems = np.stack([self._read(p, o) for p, o in zip(plan.paths, plan.offsets)])
+        stems, _ = mix_stems(stems, np.asarray(plan.gains_db), plan.level_db)  # (K, L)
+        return torch.from_numpy(stems)
+
+
+class FixedValidSet(Dataset):
+    """``n_items`` fixed mixtures (stems ``(K, L)``) from the ``valid`` split, rendered once
+    and cached in memory; deterministic given ``seed``."""
+
+    def __init__(self, root: str | Path, n_items: int = 64, n_sources: int = 2,
+                 segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
+                 engines: list[str] | tuple[str, ...] | None = ("espeak-ng",),
+                 split: str = "valid"):
+        source = DynamicMixDataset(root, split, n_sources, segment_seconds, sample_rate,
+                                   seed, n_items, engines)
+        self.items = [source[i] for i in range(n_items)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.items[index]
+
+
+class MixtureFolderDataset(Dataset):
+    """A Libri2Mix-style folder (``metadata.csv`` + ``mix/``, ``s1/``…) → items
+    ``(mixture (L,), stems (K, L), name)``; paths in the CSV may be relative to the folder."""
+
+    def __init__(self, root: str | Path, sample_rate: int | None = None):
+        self.root = Path(root)
+        meta = self.root / "metadata.csv"
+        if not meta.exists():
+            raise LvbdError(f"no metadata.csv in {self.root} (expected a test set folder "
+                            f"such as data/test/id/2spk)")
+        with open(meta, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            fields = reader.fieldnames or []
+            self.rows = list(reader)
+        self.n_sources = sum(1 for f in fields
+                             if f.startswith("source_") and f.endswith("_path"))
+        if "mixture_path" not in fields or self.n_sources == 0:
+            raise LvbdError(f"{meta} lacks mixture_path / source_k_path columns")
+        self.sample_rate = sample_rate
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _load(self, path: str) -> np.ndarray:
+        full = Path(path) if Path(path).is_absolute() else self.root / path
+        wav, rate = load(full)
+        wav = wav.mean(axis=0)
+        if self.sample_rate is not None and rate != self.sample_rate:
+            wav = resample(wav, rate, self.sample_rate)
+        return wav
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        row = self.rows[index]
+        mixture = self._load(row["mixture_path"])
+        stems = np.stack([self._load(row[f"source_{k + 1}_path"])
+                          for k in range(self.n_sources)])  # (K, L)
+        if stems.shape[1] != mixture.shape[0]:
+            raise LvbdError(f"{row['mixture_ID']}: sources and mixture differ in length")
+        return torch.from_numpy(mixture), torch.from_numpy(stems), row["mixture_ID"]

@@ -1,0 +1,101 @@
+"""Mixing functions and the datasets built on them (fake noise-burst corpus, no engine)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lvbd.data.datasets import DynamicMixDataset, FixedValidSet
+from lvbd.data.mixing import (coloured_noise, crop_or_pad, mix_stems, random_gains_db,
+                              scale_noise, NOISE_KINDS)
+from lvbd.data.synth import trim_silence
+from lvbd.errors import LvbdError
+
+
+def _rms_db(x: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2))
+
+
+def test_mix_stems_sums_and_applies_gains_and_level():
+    rng = np.random.default_rng(1)
+    stems = rng.standard_normal((3, 4000)) * np.array([[0.1], [2.0], [0.5]])
+    gains = np.array([-2.0, 0.5, 2.5])
+    out, mixture = mix_stems(stems, gains, level_db=-30.0, max_peak=1.0)
+    assert out.dtype == np.float32 and out.shape == (3, 4000)
+    assert np.array_equal(out.sum(axis=0), mixture)
+    rel = [_rms_db(out[k]) - _rms_db(out[0]) for k in range(3)]
+    assert np.allclose(rel, gains - gains[0], atol=1e-3)
+    assert _rms_db(mixture) == pytest.approx(-30.0, abs=1e-3)
+    loud, loud_mix = mix_stems(stems, gains, level_db=0.0, max_peak=0.5)
+    assert max(np.abs(loud).max(), np.abs(loud_mix).max()) <= 0.5 + 1e-6
+    with pytest.raises(ValueError, match="gains_db"):
+        mix_stems(stems, gains[:2])
+
+
+def test_gains_crop_pad_and_noise():
+    rng = np.random.default_rng(2)
+    gains = random_gains_db(rng, 4)
+    assert gains.max() - gains.min() <= 5.0
+    wav = np.arange(10, dtype=np.float32)
+    assert np.array_equal(crop_or_pad(wav, 4, 3), [3, 4, 5, 6])
+    assert np.array_equal(crop_or_pad(wav, 4, 99), [6, 7, 8, 9])  # offset clamped
+    assert np.array_equal(crop_or_pad(wav[:2], 5, 2), [0, 0, 0, 1, 0])
+    mixture = rng.standard_normal(8000).astype(np.float32)
+    for kind in NOISE_KINDS:
+        noise = coloured_noise(np.random.default_rng(3), 8000, 8000, kind)
+        assert np.isfinite(noise).all() and _rms_db(noise) == pytest.approx(0.0, abs=1e-3)
+        scaled = scale_noise(mixture, noise, 7.5)
+        assert _rms_db(mixture) - _rms_db(scaled) == pytest.approx(7.5, abs=1e-3)
+    pink = np.abs(np.fft.rfft(coloured_noise(np.random.default_rng(4), 8000, 8000, "pink")))
+    assert pink[10:100].mean() > 3 * pink[2000:3000].mean()
+
+
+def test_trim_silence_keeps_speech_with_margin():
+    rate = 8000
+    tone = 0.5 * np.sin(2 * np.pi * 200 * np.arange(rate) / rate)
+    wav = np.concatenate([np.zeros(rate), tone, np.zeros(2 * rate)]).astype(np.float32)
+    trimmed = trim_silence(wav, rate)
+    assert rate <= len(trimmed) <= rate + int(0.15 * rate)
+    assert trim_silence(np.zeros(rate, np.float32), rate).size == 0
+
+
+def test_dynamic_mix_is_seeded_by_seed_and_index(fake_corpus):
+    data = DynamicMixDataset(fake_corpus, "train", 2, 1.0, 8000, seed=5, length=20)
+    again = DynamicMixDataset(fake_corpus, "train", 2, 1.0, 8000, seed=5, length=20)
+    other = DynamicMixDataset(fake_corpus, "train", 2, 1.0, 8000, seed=6, length=20)
+    assert len(data) == 20
+    x = data[7]
+    assert x.shape == (2, 8000) and x.dtype == torch.float32
+    assert torch.equal(x, again[7]) and torch.equal(x, data[7])
+    assert not torch.equal(x, data[8]) and not torch.equal(x, other[7])
+    with pytest.raises(IndexError):
+        data[20]
+
+
+def test_dynamic_mix_speakers_gains_and_engines(fake_corpus):
+    data = DynamicMixDataset(fake_corpus, "train", 3, 2.0, 8000, seed=0, length=50,
+                             engines=["espeak-ng"])
+    for i in range(50):
+        plan = data.plan(i)
+        assert len(set(plan.speakers)) == 3
+        assert "fake:spk4" not in plan.speakers  # the flite speaker is filtered out
+        assert max(plan.gains_db) - min(plan.gains_db) <= 5.0
+    stems = data[3].numpy()
+    plan = data.plan(3)
+    rel = [_rms_db(stems[k]) - _rms_db(stems[0]) for k in range(3)]
+    assert np.allclose(rel, np.array(plan.gains_db) - plan.gains_db[0], atol=0.05)
+    assert _rms_db(stems.sum(0)) == pytest.approx(plan.level_db, abs=0.05) or \
+        np.abs(stems.sum(0)).max() == pytest.approx(0.9, abs=1e-3)
+    every = DynamicMixDataset(fake_corpus, "train", 2, 1.0, 8000, seed=0, length=200,
+                              engines=None)
+    assert any("fake:spk4" in every.plan(i).speakers for i in range(200))
+    with pytest.raises(LvbdError, match="speaker"):
+        DynamicMixDataset(fake_corpus, "train", 5, 1.0, 8000, engines=["espeak-ng"])
+
+
+def test_fixed_valid_set_is_deterministic_and_cached(fake_corpus):
+    a = FixedValidSet(fake_corpus, n_items=4, n_sources=2, segment_seconds=1.0, seed=1)
+    b = FixedValidSet(fake_corpus, n_items=4, n_sources=2, segment_seconds=1.0, seed=1)
+    assert len(a) == 4
+    assert all(torch.equal(a[i], b[i]) for i in range(4))
+    assert a[0] is a[0]
