@@ -5,6 +5,7 @@ Arrays are float32 ``(C, L)``. Errors a user can cause raise ``AudioError`` with
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -23,8 +24,28 @@ class AudioError(LvbdError):
     """A file cannot be read or written as audio, or holds unusable samples."""
 
 
+def check_input(path: str | Path) -> Path:
+    """``path`` as a Path if it is an existing regular file, else ``AudioError`` saying why.
+
+    Refusing FIFOs, devices and folders up front keeps a read from blocking or failing obscurely.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise AudioError(f"no such file: {path}") from None
+    except OSError as err:
+        raise AudioError(f"cannot read audio {path}: {_reason(err)}") from None
+    if stat.S_ISDIR(mode):
+        raise AudioError(f"is a directory, not an audio file: {path}")
+    if not stat.S_ISREG(mode):
+        raise AudioError(f"not a regular file (FIFO, device or socket): {path}")
+    return path
+
+
 def info(path: str | Path) -> sf._SoundFileInfo:
     """Header of an audio file (frames, samplerate, channels) without reading samples."""
+    check_input(path)
     try:
         return sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
@@ -36,11 +57,7 @@ def load(path: str | Path, start: int = 0, frames: int = -1) -> tuple[np.ndarray
 
     Non-finite samples (NaN, Inf, possible in float files) are rejected, never passed on.
     """
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"no such file: {path}")
-    if path.is_dir():
-        raise AudioError(f"is a directory, not an audio file: {path}")
+    path = check_input(path)
     try:
         data, sample_rate = sf.read(str(path), start=start, frames=frames, dtype="float32",
                                     always_2d=True)
@@ -54,6 +71,7 @@ def load(path: str | Path, start: int = 0, frames: int = -1) -> tuple[np.ndarray
 
 def blocks(path: str | Path, block_frames: int):
     """Yield float32 ``(C, l)`` blocks of at most ``block_frames`` samples (constant memory)."""
+    check_input(path)
     try:
         with sf.SoundFile(str(path)) as f:
             for block in f.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
@@ -70,15 +88,22 @@ def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
         raise AudioError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
     if orig_rate == target_rate:
         return np.asarray(wav, dtype=np.float32)
-    ratio = Fraction(target_rate, orig_rate).limit_denominator(1000)
+    ratio = _ratio(orig_rate, target_rate)
     out = resample_poly(np.asarray(wav, dtype=np.float64), ratio.numerator, ratio.denominator,
                         axis=-1)
     return out.astype(np.float32)
 
 
+def _ratio(orig_rate: int, target_rate: int) -> Fraction:
+    """up/down factors, limited to denominators <= 1000; exact when that would round to zero."""
+    exact = Fraction(target_rate, orig_rate)
+    ratio = exact.limit_denominator(1000)
+    return ratio if ratio.numerator > 0 else exact
+
+
 def resampled_length(length: int, orig_rate: int, target_rate: int) -> int:
     """Length that :func:`resample` returns for ``length`` input samples."""
-    ratio = Fraction(target_rate, orig_rate).limit_denominator(1000)
+    ratio = _ratio(orig_rate, target_rate)
     return int(np.ceil(length * ratio.numerator / ratio.denominator))
 
 
@@ -135,6 +160,7 @@ def save(path: str | Path, wav: np.ndarray, sample_rate: int, clip_mode: str = "
             sf.write(handle, wav.T, sample_rate, format=major, subtype=subtype)
             handle.flush()
             os.fsync(handle.fileno())
+        _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException as err:
         try:
@@ -147,6 +173,13 @@ def save(path: str | Path, wav: np.ndarray, sample_rate: int, clip_mode: str = "
     return path
 
 
+def _default_mode(path: str) -> None:
+    """Give a ``mkstemp`` file (0600) the permissions a plain ``open`` would (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _reason(err: BaseException) -> str:
     text = getattr(err, "strerror", None) or str(err)
     return " ".join(str(text).split()) or type(err).__name__
@@ -157,8 +190,9 @@ class StreamWriter:
 
     Blocks go to a float32 temp file beside ``path``; :meth:`commit` applies the clip policy in a
     second blockwise pass (``rescale`` needs the global peak, tracked while writing), writes the
-    final format to another temp file and renames it into place. :meth:`abort` (or an exception
-    inside ``with``) removes the temp files and leaves any existing ``path`` untouched.
+    final format to another temp file (:meth:`finish`) and renames it into place. :meth:`abort`
+    (or an exception inside ``with``) removes the temp files and leaves any existing ``path``
+    untouched. Several writers that belong together are committed by :func:`commit_all`.
     """
 
     def __init__(self, path: str | Path, sample_rate: int, channels: int,
@@ -171,11 +205,19 @@ class StreamWriter:
             raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
         self.sample_rate, self.channels, self.clip_mode = sample_rate, channels, clip_mode
         self.block_frames, self.peak, self._fmt = block_frames, 0.0, fmt
-        fd, self._raw = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".raw.tmp",
-                                         dir=self.path.parent)
+        self._final: str | None = None
+        try:
+            fd, self._raw = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".raw.tmp",
+                                             dir=self.path.parent)
+        except OSError as err:
+            raise AudioError(f"cannot write {self.path}: {_reason(err)}") from None
         os.close(fd)
-        self._file = sf.SoundFile(self._raw, "w", samplerate=sample_rate, channels=channels,
-                                  format="WAV", subtype="FLOAT")
+        try:  # W64: a float temp file may exceed the 4 GiB a WAV header can describe
+            self._file = sf.SoundFile(self._raw, "w", samplerate=sample_rate, channels=channels,
+                                      format="W64", subtype="FLOAT")
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            _unlink(self._raw)
+            raise AudioError(f"cannot write {self.path}: {_reason(err)}") from None
 
     def write(self, block: np.ndarray) -> None:
         block = np.asarray(block, dtype=np.float32)
@@ -183,18 +225,42 @@ class StreamWriter:
             raise AudioError(f"refusing to write non-finite samples to {self.path}")
         if block.size:
             self.peak = max(self.peak, float(np.max(np.abs(block))))
-        self._file.write(block.T)
+        try:
+            self._file.write(block.T)
+        except (sf.LibsndfileError, RuntimeError, OSError, AssertionError) as err:
+            # soundfile asserts on a short write (disk full without an error code)
+            reason = _reason(err) if str(err) else "short write (disk full?)"
+            raise AudioError(f"cannot write {self.path}: {reason}") from None
 
     def commit(self) -> Path:
-        self._file.close()
+        """Finish (if not done) and rename into place; return the final path."""
+        self.finish()
+        try:
+            os.replace(self._final, self.path)
+        except OSError as err:
+            self.abort()
+            raise AudioError(f"cannot write {self.path}: {_reason(err)}") from None
+        self._final = None
+        return self.path
+
+    def finish(self) -> None:
+        """Write the final file next to ``path`` (not renamed yet); all slow, failing work."""
+        if self._final is not None:
+            return
+        try:
+            self._file.close()
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            self.abort()
+            raise AudioError(f"cannot write {self.path}: {_reason(err)}") from None
         scale = 1.0 / self.peak if self.clip_mode == "rescale" and self.peak > 1.0 else 1.0
         major, subtype = FORMATS[self._fmt]
         if self.clip_mode == "none" and self._fmt == "wav":
             subtype = "FLOAT"
-        fd, final_tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                         dir=self.path.parent)
-        os.close(fd)
+        final_tmp = None
         try:
+            fd, final_tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                             dir=self.path.parent)
+            os.close(fd)
             with sf.SoundFile(self._raw) as src, sf.SoundFile(
                     final_tmp, "w", samplerate=self.sample_rate, channels=self.channels,
                     format=major, subtype=subtype) as dst:
@@ -206,20 +272,28 @@ class StreamWriter:
                     dst.write(block)
             with open(final_tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
-            os.replace(final_tmp, self.path)
+            _default_mode(final_tmp)
+            self._final = final_tmp
         except BaseException as err:
-            _unlink(final_tmp)
-            if isinstance(err, (OSError, sf.LibsndfileError, RuntimeError)):
+            if final_tmp is not None:
+                _unlink(final_tmp)
+            if isinstance(err, (OSError, sf.LibsndfileError, RuntimeError, AssertionError)):
                 raise AudioError(f"cannot write {self.path}: {_reason(err)}") from None
             raise
         finally:
             _unlink(self._raw)
-        return self.path
 
     def abort(self) -> None:
+        """Remove the temp files (a finished but uncommitted output too)."""
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except (sf.LibsndfileError, RuntimeError, OSError):
+                pass
         _unlink(self._raw)
+        if self._final is not None:
+            _unlink(self._final)
+            self._final = None
 
     def __enter__(self) -> "StreamWriter":
         return self
@@ -227,6 +301,47 @@ class StreamWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def commit_all(writers: list[StreamWriter]) -> list[Path]:
+    """Commit outputs that belong together: all of them, or none and earlier files restored.
+
+    The slow part that can fail (disk full) runs for every writer before any file is touched;
+    then the temp files are renamed into place, each existing target kept as a hard-linked backup
+    until all renames succeeded, so a failure in between puts the previous files back.
+    """
+    for writer in writers:
+        writer.finish()
+    done: list[tuple[Path, bool, str | None]] = []  # (target, existed, backup of the old file)
+    try:
+        for writer in writers:
+            existed, backup = writer.path.exists(), None
+            if existed:
+                backup = f"{writer._final}.bak"
+                try:
+                    os.link(writer.path, backup)
+                except OSError:
+                    backup = None  # no hard links here: the old file cannot be kept
+            try:
+                writer.commit()
+            except BaseException:
+                if backup is not None:
+                    _unlink(backup)
+                raise
+            done.append((writer.path, existed, backup))
+    except BaseException:
+        for target, existed, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, target)
+            elif not existed:
+                _unlink(str(target))
+        for writer in writers:
+            writer.abort()
+        raise
+    for _, _, backup in done:
+        if backup is not None:
+            _unlink(backup)
+    return [w.path for w in writers]
 
 
 def _unlink(path: str) -> None:

@@ -98,13 +98,22 @@ def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_ra
         n = min(seg, length - pos)
         lo, hi = max(0, pos - margin), min(length, pos + n + margin)
         x = read(lo, hi)  # (C, hi - lo)
-        x_model = audio.resample(x, sample_rate, model_rate)
+        # the model is scale-equivariant: feed it peak-normalised audio so that levels near the
+        # float32 limits (huge or denormal) neither overflow nor drown in its epsilon
+        peak = float(np.max(np.abs(x), initial=0.0))
+        scale = peak if peak > 0.0 else 1.0
+        x_model = audio.resample((x / np.float64(scale)).astype(np.float32), sample_rate,
+                                 model_rate)
         with torch.inference_mode():
             out = model(torch.from_numpy(x_model).to(device), state=state)
         state = out.state
-        est = out.estimates.float().cpu().numpy().transpose(1, 0, 2)  # (K, C, l_model)
-        est = audio.resample(est, model_rate, sample_rate)[..., pos - lo:pos - lo + n]
-        est = np.ascontiguousarray(est)  # (K, C, n)
+        est = out.estimates.double().cpu().numpy().transpose(1, 0, 2)  # (K, C, l_model)
+        est = audio.resample(est, model_rate, sample_rate)[..., pos - lo:pos - lo + n] * scale
+        with np.errstate(over="ignore"):
+            est = np.ascontiguousarray(est, dtype=np.float32)  # (K, C, n)
+        if not np.isfinite(est).all():
+            raise LvbdError(f"the model gave non-finite output for samples {pos}..{pos + n} "
+                            f"(input peak {peak:.3g}; outside the float32 range?)")
         conf = None if out.confidence is None else out.confidence.float().cpu().numpy()  # (C, K)
         off = pos - flushed
         ov = int(min(n, (wsum[off:] > 0).sum()))
@@ -125,7 +134,7 @@ def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_ra
         acc[..., off:off + n] += est * w
         wsum[off:off + n] += w
         if conf is not None:
-            energy = float(np.mean(x_model ** 2)) * n + 1e-12
+            energy = float(np.mean(np.square(x_model, dtype=np.float64))) * scale ** 2 * n + 1e-12
             result.confidence_sum = (0 if result.confidence_sum is None else
                                      result.confidence_sum) + conf.mean(0) * energy
             result.weight_sum += energy
@@ -165,9 +174,12 @@ def _as_array(wav, name: str = "wav") -> np.ndarray:
         raise LvbdError(f"{name} is empty (shape {tuple(wav.shape)})")
     if np.issubdtype(wav.dtype, np.integer):
         wav = wav.astype(np.float32) / float(np.iinfo(wav.dtype).max)
-    wav = wav.astype(np.float32)
     if not np.isfinite(wav).all():
         raise LvbdError(f"{name} holds NaN or Inf samples")
+    with np.errstate(over="ignore"):
+        wav = wav.astype(np.float32)
+    if not np.isfinite(wav).all():
+        raise LvbdError(f"{name} holds samples beyond the float32 range (|x| > 3.4e38)")
     return wav
 
 
@@ -240,7 +252,9 @@ class Separator:
                           block_seconds: float = 30.0) -> tuple[list[Path], StreamResult]:
         """Stream ``path`` through the model into ``out_dir/source{k}.{fmt}`` (constant memory).
 
-        Outputs appear only when complete (atomic rename); on any error none are left behind.
+        Outputs appear only when complete and all together (:func:`audio.commit_all`); on any
+        error none are left behind, existing ones stay as they were, and a track folder this call
+        created is removed again.
         """
         path, out_dir = Path(path), Path(out_dir)
         if not path.is_file():
@@ -249,6 +263,7 @@ class Separator:
         length, sample_rate, channels = head.frames, head.samplerate, head.channels
         if length <= 0:
             raise LvbdError(f"{path} holds no samples")
+        created = not out_dir.exists()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -256,6 +271,7 @@ class Separator:
         reader = _FileReader(path, int(block_seconds * sample_rate))
         result = StreamResult(self.n_sources)
         writers: list[audio.StreamWriter] = []
+        committed = False
         try:
             for k in range(self.n_sources):
                 writers.append(audio.StreamWriter(out_dir / f"source{k + 1}.{fmt}", sample_rate,
@@ -265,12 +281,19 @@ class Separator:
                                          on_progress):
                 for k, writer in enumerate(writers):
                     writer.write(block[k])
-            return [w.commit() for w in writers], result
+            outputs = audio.commit_all(writers)
+            committed = True
+            return outputs, result
         except OSError as err:
             raise LvbdError(f"cannot write to {out_dir}: {err.strerror or err}") from None
         finally:
             for writer in writers:
                 writer.abort()
+            if created and not committed:
+                try:
+                    out_dir.rmdir()  # only if empty: never removes anything but our own folder
+                except OSError:
+                    pass
 
 
 class _FileReader:

@@ -1,15 +1,12 @@
 """Fixtures for the data tests: a tiny espeak-ng corpus and a fake (noise-burst) corpus."""
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-from lvbd.data.corpus import MANIFEST_COLUMNS, BuildConfig, build_corpus
+from lvbd.data.corpus import BuildConfig, build_corpus
 from lvbd.data.text import sentence_split
 
 ADJECTIVES = ["quiet", "yellow", "ancient", "clever", "heavy", "gentle", "rapid", "silver"]
