@@ -78,3 +78,20 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
     assert load_checkpoint(path)[2]["step"] == 1
+
+
+def test_export_then_separator_gives_identical_outputs(tiny_checkpoint, tmp_path):
+    import numpy as np
+
+    from lvbd.cli import main
+    from lvbd.separate import Separator
+
+    assert main(["export", str(tiny_checkpoint), str(tmp_path / "mine"), "--note", "x"]) == 0
+    shipped = tmp_path / "mine.safetensors"
+    _, _, info = load_checkpoint(shipped)
+    assert "optimizer" not in info and info["extra"]["note"] == "x"
+    assert (tmp_path / "mine.json").exists()
+    wav = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
+    a = Separator.from_checkpoint(tiny_checkpoint).separate(wav, 8000)
+    b = Separator.from_checkpoint(shipped).separate(wav, 8000)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

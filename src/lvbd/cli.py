@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": ("lvbd.evaluate", "evaluate a model or an oracle on a test set"),
     "data": ("lvbd.data.cli", "build the offline corpus and test sets; print its statistics"),
     "plot": ("lvbd.plot", "plot learning curves of a run"),
+    "export": ("lvbd.export", "turn a training checkpoint into a shippable model file"),
 }
 
 
@@ -58,14 +59,16 @@ def print_env() -> int:
 def expand_inputs(items: list[str]) -> list[Path]:
     """Files, folders (recursive, audio suffixes) and globs → sorted unique paths, in order.
 
-    A name that matches nothing is kept so that the caller reports it as missing.
+    A name that matches nothing, or a folder without audio files, is kept so that the caller
+    reports it instead of silently doing less than asked.
     """
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
-                            and p.is_file())
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
+                           and p.is_file())
+            paths += found or [path]
         elif path.exists():
             paths.append(path)
         elif glob.has_magic(item):

@@ -1,0 +1,45 @@
+"""``lvbd export CKPT OUT``: a training checkpoint → a shippable model (weights + JSON config).
+
+The model file holds only the weights and the config (no optimizer, no RNG); the sidecar
+``OUT.json`` repeats the config with provenance (source checkpoint, step, validation score)
+for people and tools that read JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .checkpoint import atomic_write_bytes, load_model, save_checkpoint
+from .errors import LvbdError
+
+log = logging.getLogger(__name__)
+
+
+def export_model(checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
+    """Write ``out.safetensors`` and ``out.json``; return the safetensors path."""
+    model, cfg, info = load_model(checkpoint)
+    out = Path(out).with_suffix("")
+    if not out.parent.is_dir():
+        raise LvbdError(f"output folder {out.parent} does not exist")
+    provenance = {"source": Path(checkpoint).name, "step": info["step"], **info["extra"],
+                  "note": note}
+    path = save_checkpoint(out.with_suffix(".safetensors"), model, cfg, info["step"],
+                           extra=provenance)
+    sidecar = {"config": cfg.to_dict(), "provenance": provenance,
+               "parameters": sum(p.numel() for p in model.parameters())}
+    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(sidecar, indent=2) + "\n").encode())
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a training checkpoint (.safetensors)")
+    parser.add_argument("out", help="output path without suffix, e.g. models/mine")
+    parser.add_argument("--note", default="", help="free text stored in the provenance")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = export_model(args.checkpoint, args.out, args.note)
+    log.info("wrote %s and %s", path, path.with_suffix(".json"))
+    return 0
