@@ -40,6 +40,10 @@ def check_input(path: str | Path) -> Path:
         raise AudioError(f"is a directory, not an audio file: {path}")
     if not stat.S_ISREG(mode):
         raise AudioError(f"not a regular file (FIFO, device or socket): {path}")
+    try:  # libsndfile reports a refused open as "System error": name the reason
+        open(path, "rb").close()
+    except OSError as err:
+        raise AudioError(f"cannot read audio {path}: {_reason(err)}") from None
     return path
 
 
@@ -95,10 +99,11 @@ def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
 
 
 def _ratio(orig_rate: int, target_rate: int) -> Fraction:
-    """up/down factors, limited to denominators <= 1000; exact when that would round to zero."""
+    """up/down factors, limited to denominators <= 1000 (short filters) unless that is off by more
+    than 1e-4 (tiny ratios, e.g. 8000 -> 7 Hz would become 1/1000 or even 0): then exact."""
     exact = Fraction(target_rate, orig_rate)
     ratio = exact.limit_denominator(1000)
-    return ratio if ratio.numerator > 0 else exact
+    return ratio if abs(ratio - exact) <= 1e-4 * exact else exact
 
 
 def resampled_length(length: int, orig_rate: int, target_rate: int) -> int:
@@ -181,8 +186,10 @@ def _default_mode(path: str) -> None:
 
 
 def _reason(err: BaseException) -> str:
-    text = getattr(err, "strerror", None) or str(err)
-    return " ".join(str(text).split()) or type(err).__name__
+    text = " ".join(str(getattr(err, "strerror", None) or err).split())
+    if text.startswith("Error opening "):  # libsndfile repeats the path: keep the reason only
+        text = text.split("': ", 1)[-1]
+    return text or type(err).__name__
 
 
 class StreamWriter:

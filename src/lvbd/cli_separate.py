@@ -61,8 +61,9 @@ def separate_one(sep, path: Path, track: Path, fmt: str, clip_mode: str, force: 
         return f"skipped {path}: outputs exist in {track} (use --force to overwrite)"
     from . import audio
 
-    if not path.is_file():
-        raise LvbdError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
+    if path.is_dir():
+        raise LvbdError(f"no audio files in folder {path}")
+    audio.check_input(path)
     head = audio.info(path)
     bar = None
     if progress:
@@ -148,5 +149,7 @@ def run(args: argparse.Namespace) -> int:
 def _report(ok: bool, line: str, quiet: bool) -> None:
     if not ok:
         sys.stderr.write(f"lvbd: error: {line}\n")
+    elif line.startswith("skipped"):
+        log.warning(line)  # even with --quiet: the user must learn that nothing was written
     elif not quiet:
         log.info(line)

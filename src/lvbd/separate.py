@@ -63,12 +63,13 @@ class StreamResult:
 
 
 def _window(length: int) -> np.ndarray:
-    half = np.arange(1, length // 2 + 1, dtype=np.float32)
-    return np.concatenate([half, np.arange(length - length // 2, 0, -1, dtype=np.float32)])
+    half = np.arange(1, length // 2 + 1, dtype=np.float64)
+    return np.concatenate([half, np.arange(length - length // 2, 0, -1, dtype=np.float64)])
 
 
 def _best_order(est: np.ndarray, prev: np.ndarray) -> np.ndarray:
     """Permutation of ``est`` (K, n) that best matches ``prev`` (K, n) by correlation."""
+    est, prev = est.astype(np.float64), prev.astype(np.float64)  # no overflow near float32 max
     score = prev @ est.T  # (K, K): score[i, j] = <prev_i, est_j>
     norms = np.linalg.norm(prev, axis=1)[:, None] * np.linalg.norm(est, axis=1)[None] + 1e-12
     _, cols = linear_sum_assignment(-(score / norms))
@@ -91,8 +92,8 @@ def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_ra
     hop = max(1, int(round(seg * (1.0 - overlap))))
     margin = 0 if sample_rate == model_rate else int(0.05 * sample_rate) + 64
     window = _window(seg)
-    acc = np.zeros((n_sources, channels, seg + hop), dtype=np.float32)
-    wsum = np.zeros(seg + hop, dtype=np.float32)
+    acc = np.zeros((n_sources, channels, seg + hop), dtype=np.float64)  # window-weighted sums
+    wsum = np.zeros(seg + hop, dtype=np.float64)
     flushed, pos, state = 0, 0, None
     while flushed < length:
         n = min(seg, length - pos)
@@ -107,10 +108,11 @@ def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_ra
         with torch.inference_mode():
             out = model(torch.from_numpy(x_model).to(device), state=state)
         state = out.state
-        est = out.estimates.double().cpu().numpy().transpose(1, 0, 2)  # (K, C, l_model)
-        est = audio.resample(est, model_rate, sample_rate)[..., pos - lo:pos - lo + n] * scale
-        with np.errstate(over="ignore"):
-            est = np.ascontiguousarray(est, dtype=np.float32)  # (K, C, n)
+        est = out.estimates.float().cpu().numpy().transpose(1, 0, 2)  # (K, C, l_model)
+        est = audio.resample(est, model_rate, sample_rate)[..., pos - lo:pos - lo + n]
+        with np.errstate(over="ignore"):  # silence in, exact silence out (no model epsilon)
+            est = np.ascontiguousarray(est * scale if peak > 0.0 else 0 * est,
+                                       dtype=np.float32)  # (K, C, n)
         if not np.isfinite(est).all():
             raise LvbdError(f"the model gave non-finite output for samples {pos}..{pos + n} "
                             f"(input peak {peak:.3g}; outside the float32 range?)")
@@ -134,15 +136,17 @@ def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_ra
         acc[..., off:off + n] += est * w
         wsum[off:off + n] += w
         if conf is not None:
-            energy = float(np.mean(np.square(x_model, dtype=np.float64))) * scale ** 2 * n + 1e-12
+            power = float(np.mean(np.square(x_model, dtype=np.float64))) * scale ** 2
+            energy = power * n + 1e-12
+            weighted = conf.mean(0, dtype=np.float64) * energy  # (K,)
             result.confidence_sum = (0 if result.confidence_sum is None else
-                                     result.confidence_sum) + conf.mean(0) * energy
+                                     result.confidence_sum) + weighted
             result.weight_sum += energy
         result.segments += 1
         pos += hop
         done = length if pos >= length else pos
         k = done - flushed
-        yield acc[..., :k] / wsum[:k]
+        yield (acc[..., :k] / wsum[:k]).astype(np.float32)
         acc = np.concatenate([acc[..., k:], np.zeros_like(acc[..., :k])], axis=-1)
         wsum = np.concatenate([wsum[k:], np.zeros_like(wsum[:k])])
         flushed = done
@@ -152,6 +156,7 @@ def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_ra
 
 def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
     """Whether two input channels hold the same sources (|correlation| above ``threshold``)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
     return denom > 0 and abs(float(a @ b)) / denom > threshold
 
@@ -256,9 +261,7 @@ class Separator:
         error none are left behind, existing ones stay as they were, and a track folder this call
         created is removed again.
         """
-        path, out_dir = Path(path), Path(out_dir)
-        if not path.is_file():
-            raise LvbdError(f"no such file: {path}")
+        path, out_dir = audio.check_input(path), Path(out_dir)
         head = audio.info(path)
         length, sample_rate, channels = head.frames, head.samplerate, head.channels
         if length <= 0:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import Config, apply_overrides, load_config
 from .errors import LvbdError
 from .losses import pairwise_neg_si_sdr, pit_hungarian, si_sdr, total_loss
@@ -63,11 +63,27 @@ def validate(model: torch.nn.Module, valid: list[torch.Tensor], batch_size: int,
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log rows newer than the checkpoint we resume from, so the curve continues cleanly."""
+    """Drop log rows newer than the checkpoint we resume from, so the curve continues cleanly.
+
+    A row torn by a kill in the middle of a write is dropped too; the rewrite is atomic.
+    """
     if path.exists():
-        rows = [r for r in path.read_text().splitlines() if r.strip()]
-        keep = [r for r in rows if json.loads(r).get("step", 0) <= step]
-        path.write_text("".join(r + "\n" for r in keep))
+        keep = []
+        for row in path.read_text(errors="replace").splitlines():
+            try:
+                if json.loads(row).get("step", 0) <= step:
+                    keep.append(row)
+            except (json.JSONDecodeError, AttributeError):
+                log.warning("%s: dropped a torn log row %r", path, row[:80])
+        atomic_write_bytes(path, "".join(r + "\n" for r in keep).encode())
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Temp files of checkpoint writes that a kill interrupted (the targets are intact)."""
+    for pattern in (".last.safetensors.*.tmp", ".best.safetensors.*.tmp", ".metrics.jsonl.*.tmp",
+                    ".config.yaml.*.tmp"):
+        for tmp in run_dir.glob(pattern):
+            tmp.unlink(missing_ok=True)
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | None = None,
@@ -92,6 +108,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
     if not resume and last.exists():
         raise LvbdError(f"{run_dir} already holds a run; use --resume {run_dir} or a new --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        _remove_stale_temps(run_dir)
     torch.manual_seed(cfg.train.seed + rank)
     model = build_model(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
@@ -111,7 +129,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
         model.load_state_dict(state)
         log.info("initialised weights from %s", init)
     if rank == 0:
-        (run_dir / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=2))
+        if not resume:
+            _truncate_metrics(metrics_path, 0)  # rows of a run killed before its 1st checkpoint
+        atomic_write_bytes(run_dir / "config.yaml", json.dumps(cfg.to_dict(), indent=2).encode())
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2f M parameters on %s (world %d)", cfg.model.arch, n_params / 1e6,
              device, world)
@@ -213,7 +233,12 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "last.safetensors").exists():
             raise LvbdError(f"--resume: no checkpoint in {run_dir}")
-        cfg, _, _ = load_checkpoint(run_dir / "last.safetensors")
+        try:
+            cfg, _, _ = load_checkpoint(run_dir / "last.safetensors")
+        except CheckpointError as err:
+            best = run_dir / "best.safetensors"
+            hint = f"; {best} is kept: start a new run with --init {best}" if best.exists() else ""
+            raise CheckpointError(f"--resume: {err}{hint}") from None
         apply_overrides(cfg, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)

@@ -1,0 +1,88 @@
+"""Peak memory of ``lvbd separate`` on a 1-minute and a 3-hour file: flat in file length.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_memory.py [--hours 3] [--segment 10]
+        [--work /tmp/lvbd_memory]
+
+Both files are 8 kHz mono int16 wav written blockwise (the 3-hour one is 173 MB); each is
+separated by a fresh ``python -m lvbd``-equivalent subprocess with an untrained tiny checkpoint
+(configs/tiny.yaml), whose peak RSS (``resource.getrusage``) is printed beside one float32 copy of
+the long input, the memory a load-everything implementation would need at the very least.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 8000
+PROBE = ("import resource, sys\nfrom lvbd.cli import main\nrc = main(sys.argv[1:])\n"
+         "print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+
+
+def write_long(path: Path, seconds: int) -> None:
+    """Two modulated tones plus noise, written 10 s at a time (constant memory)."""
+    t = np.arange(10 * RATE) / RATE
+    block = (0.3 * np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+             + 0.2 * np.sin(2 * np.pi * 220 * t + 1)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", RATE, 1, subtype="PCM_16") as handle:
+        for start in range(0, seconds * RATE, len(block)):
+            n = min(len(block), seconds * RATE - start)
+            handle.write(block[:n] + 0.01 * rng.standard_normal(n).astype(np.float32))
+
+
+def separate(path: Path, out: Path, checkpoint: Path, segment: float) -> tuple[float, float]:
+    """(peak RSS in MiB, wall seconds) of one CLI run in a fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PROBE, "separate", "--quiet", str(path), "-o",
+                           str(out), "--model", str(checkpoint), "--segment", str(segment),
+                           "--force"], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    rc, kib = proc.stdout.split()
+    if rc != "0":
+        raise SystemExit(proc.stderr)
+    return int(kib) / 1024, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=3.0)
+    parser.add_argument("--segment", type=float, default=10.0)
+    parser.add_argument("--work", default="/tmp/lvbd_memory")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fault_injection import tiny_checkpoint
+
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    checkpoint = tiny_checkpoint(work / "tiny.safetensors")
+    rows = []
+    for seconds in (60, int(args.hours * 3600)):
+        path = work / f"in_{seconds}s.wav"
+        write_long(path, seconds)
+        rss, wall = separate(path, work / "out", checkpoint, args.segment)
+        outputs = sorted((work / "out" / path.stem).iterdir())
+        assert [o.name for o in outputs] == ["source1.wav", "source2.wav"]
+        assert all(sf.info(str(o)).frames == seconds * RATE for o in outputs)
+        rows.append((seconds, path.stat().st_size / 1e6, rss, wall))
+        shutil.rmtree(work / "out")
+        path.unlink()
+    print(f"{'input':>10} {'file MB':>8} {'peak RSS MiB':>13} {'wall s':>7} {'RTF':>7}")
+    for seconds, size, rss, wall in rows:
+        print(f"{seconds / 60:>8.0f} m {size:>8.1f} {rss:>13.1f} {wall:>7.1f} "
+              f"{wall / seconds:>7.4f}")
+    copy = rows[-1][0] * RATE * 4 / 2 ** 20
+    print(f"growth {rows[-1][2] - rows[0][2]:+.1f} MiB for {rows[-1][0] / rows[0][0]:.0f}x the "
+          f"length; one float32 copy of the long input: {copy:.0f} MiB (--segment {args.segment})")
+
+
+if __name__ == "__main__":
+    main()
