@@ -1,5 +1,7 @@
 """Shared, seeded fixtures: a tiny (untrained) checkpoint and real audio files in tmp paths."""
 import csv
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +77,34 @@ def fake_corpus(tmp_path_factory) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+def _espeak_clips(out: Path, pairs: list[tuple[str, str]], sample_rate: int) -> list[np.ndarray]:
+    """Speak each (voice, text) with espeak-ng into ``out`` → float64 clips at ``sample_rate``.
+
+    Skips the calling test when espeak-ng is not installed.
+    """
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    clips = []
+    for i, (voice, text) in enumerate(pairs):
+        path = out / f"{i}_{voice}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True)
+        wav, rate = audio.load(path)
+        clips.append(audio.resample(wav[0], rate, sample_rate).astype(np.float64))
+    return clips
+
+
+@pytest.fixture(scope="session")
+def espeak_clips():
+    """The function ``espeak_clips(out, [(voice, text), ...], sample_rate) -> [clip, ...]``."""
+    return _espeak_clips
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny tensors: intra-op threads only add contention on the shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

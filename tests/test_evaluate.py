@@ -2,8 +2,6 @@
 import argparse
 import csv
 import json
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -20,18 +18,10 @@ VOICES = ["en-us+f3", "en-us+m3", "en-gb+f2", "en-gb+m1"]
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory):
+def clips(tmp_path_factory, espeak_clips):
     """Four espeak-ng sentences at 8 kHz, each cut to 1.5 s, float32 (L,)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
-    out = tmp_path_factory.mktemp("clips")
-    result = []
-    for i, (voice, text) in enumerate(zip(VOICES, SENTENCES)):
-        path = out / f"{i}.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True)
-        wav, rate = audio.load(path)
-        result.append(audio.resample(wav[0], rate, 8000)[:12000])
-    return result
+    return [c[:12000].astype(np.float32) for c in
+            espeak_clips(tmp_path_factory.mktemp("clips"), list(zip(VOICES, SENTENCES)), 8000)]
 
 
 def make_set(root, clips, n_items=3, n_sources=2, absolute=False, silent_first=False):

@@ -1,7 +1,5 @@
 """lvbd.metrics against fast_bss_eval / mir_eval, closed-form oracles, and the silent policies."""
 import logging
-import shutil
-import subprocess
 import warnings
 
 import numpy as np
@@ -9,7 +7,7 @@ import pytest
 from scipy.signal import lfilter
 
 from lvbd import metrics
-from lvbd.audio import load, resample
+from lvbd.audio import resample
 
 
 def _speechlike(rng, K, L):
@@ -26,18 +24,11 @@ def _estimates(rng, ref):
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory):
+def speech(tmp_path_factory, espeak_clips):
     """Two espeak-ng sentences at 16 kHz, (2, L) float64."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
-    out = tmp_path_factory.mktemp("speech")
-    clips = []
-    for voice, text in [("en-us+f3", "The quick brown fox jumps over the lazy dog today."),
-                        ("en-us+m3", "Please call Stella and ask her to bring these things.")]:
-        path = out / f"{voice}.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True)
-        wav, rate = load(path)
-        clips.append(resample(wav[0], rate, 16000).astype(np.float64))
+    clips = espeak_clips(tmp_path_factory.mktemp("speech"), [
+        ("en-us+f3", "The quick brown fox jumps over the lazy dog today."),
+        ("en-us+m3", "Please call Stella and ask her to bring these things.")], 16000)
     L = min(len(c) for c in clips)
     return np.stack([c[:L] for c in clips])
 

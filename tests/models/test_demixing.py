@@ -17,13 +17,7 @@ from lvbd.models.demixing import (
 DEMIXERS = {"ip": auxiva_demix, "iss": iss_demix}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: intra-op threads only add contention on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def latent_mixture(n_sources, n_channels, block_size=24, n_frames=600, seed=0, noise=1e-2):

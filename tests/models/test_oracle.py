@@ -1,29 +1,19 @@
 """Oracle STFT masks and the trivial mixture separator (lvbd.models.baselines.oracle)."""
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
-from lvbd.audio import load, resample
 from lvbd.metrics import compute_metrics
 from lvbd.models.baselines import BASELINES, MixtureCopy, OracleMask, get_baseline
 from lvbd.models.baselines.oracle import _istft, _stft, oracle_mask, stft_size
 
 
 @pytest.fixture(scope="module")
-def two_speakers(tmp_path_factory):
+def two_speakers(tmp_path_factory, espeak_clips):
     """Two espeak-ng sentences at 8 kHz → references (2, L) float64."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
-    out = tmp_path_factory.mktemp("oracle")
-    clips = []
-    for voice, text in [("en-us+f3", "The quick brown fox jumps over the lazy dog."),
-                        ("en-gb+m3", "Please call Stella and ask her to bring these things.")]:
-        path = out / f"{voice}.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True)
-        wav, rate = load(path)
-        clips.append(resample(wav[0], rate, 8000).astype(np.float64))
+    clips = espeak_clips(tmp_path_factory.mktemp("oracle"), [
+        ("en-us+f3", "The quick brown fox jumps over the lazy dog."),
+        ("en-gb+m3", "Please call Stella and ask her to bring these things.")], 8000)
     L = min(len(c) for c in clips)
     return np.stack([c[:L] for c in clips])
 
