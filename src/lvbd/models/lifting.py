@@ -17,6 +17,8 @@ __all__ = ["GlobalLayerNorm", "ChannelwiseLayerNorm", "ConvBlock", "TemporalConv
 class GlobalLayerNorm(nn.Module):
     """gLN: normalise over channels and time per example, then a per-channel affine map. (B, C, T)."""
 
+    dims: tuple[int, ...] = (1, 2)
+
     def __init__(self, channels: int, eps: float = 1e-8):
         super().__init__()
         self.eps = eps
@@ -24,24 +26,15 @@ class GlobalLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        var = (x - mean).pow(2).mean(dim=(1, 2), keepdim=True)
+        mean = x.mean(dim=self.dims, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=self.dims, keepdim=True)
         return self.weight * (x - mean) / torch.sqrt(var + self.eps) + self.bias
 
 
-class ChannelwiseLayerNorm(nn.Module):
+class ChannelwiseLayerNorm(GlobalLayerNorm):
     """cLN: normalise over channels per frame (causal-compatible), per-channel affine. (B, C, T)."""
 
-    def __init__(self, channels: int, eps: float = 1e-8):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(1, channels, 1))
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
-        return self.weight * (x - mean) / torch.sqrt(var + self.eps) + self.bias
+    dims = (1,)
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
