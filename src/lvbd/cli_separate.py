@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default",
                         help="'default' (the shipped model) or a checkpoint .safetensors path")
     parser.add_argument("--segment", type=float, default=None,
-                        help="segment length in seconds (default: the model's training length)")
+                        help="segment length in seconds (default: twice the model's training segment)")
     parser.add_argument("--overlap", type=float, default=0.25, help="segment overlap fraction")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--clip-mode", default="rescale", choices=CLIP_MODES,

@@ -200,7 +200,9 @@ class Separator:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.cfg, self.name = cfg, name
-        self.segment = float(segment if segment is not None else cfg.data.segment_seconds)
+        # default: twice the training segment — the latent IVA gains from more frames per
+        # segment (default model on id/2spk: 2.40 dB at 2 s, 2.92 at 4 s, 2.96 at 8 s)
+        self.segment = float(segment if segment is not None else 2 * cfg.data.segment_seconds)
         self.overlap = float(overlap)
 
     @property
