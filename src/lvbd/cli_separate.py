@@ -116,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
         raise LvbdError(f"cannot create output folder {out}: {err.strerror}") from None
     jobs = [(p, t, args.format, args.clip_mode, args.force)
             for p, t in zip(paths, track_dirs(paths, out))]
-    failed = 0
     if args.jobs == 1 or len(jobs) == 1:
         sep = load_separator(args.model, args.device, args.segment, args.overlap)
         progress = show_progress(args.quiet)
