@@ -38,12 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_separator(model: str, device: str, segment: float | None, overlap: float):
     from .separate import Separator
 
-    if model == "default":
-        return Separator.from_pretrained(device=device, segment=segment, overlap=overlap)
-    path = Path(model)
-    if not path.exists():
-        raise LvbdError(f"--model: no such checkpoint {model} (use 'default' or a .safetensors path)")
-    return Separator.from_checkpoint(path, device=device, segment=segment, overlap=overlap)
+    try:
+        return Separator.load(model, device=device, segment=segment, overlap=overlap)
+    except LvbdError as err:
+        raise LvbdError(f"--model: {err}") from None
 
 
 def track_dirs(paths: list[Path], out: Path) -> list[Path]:

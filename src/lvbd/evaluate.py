@@ -171,12 +171,9 @@ def load_separator(spec: str, n_sources: int = 2):
     if spec in BASELINES:
         return get_baseline(spec, n_sources)
     _check_model_spec(spec)
-    path = Path(spec)
     from .separate import Separator
 
-    if spec == "default":
-        return ModelSeparator(Separator.from_pretrained(), name="default")
-    return ModelSeparator(Separator.from_checkpoint(path), name=path.stem)
+    return ModelSeparator(Separator.load(spec), name="default" if spec == "default" else Path(spec).stem)
 
 
 def _as_separator(separator, n_sources: int):

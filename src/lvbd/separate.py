@@ -225,6 +225,15 @@ class Separator:
         model, cfg, _ = load_model(path)
         return cls(model, cfg, device=device, name=name, **kwargs)
 
+    @classmethod
+    def load(cls, spec: str, device: str = "cpu", **kwargs) -> "Separator":
+        """``'default'`` (the shipped model) or a checkpoint path → Separator."""
+        if spec == "default":
+            return cls.from_pretrained(device=device, **kwargs)
+        if not Path(spec).is_file():
+            raise LvbdError(f"no such checkpoint {spec} (use 'default' or a .safetensors path)")
+        return cls.from_checkpoint(spec, device=device, **kwargs)
+
     def separate(self, wav, sample_rate: int, return_confidence: bool = False,
                  on_progress: Callable[[int], None] | None = None):
         """Separate ``wav`` ``(L,)`` or ``(C, L)`` → Tensor ``(K, C, L)`` at the input rate.
