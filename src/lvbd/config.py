@@ -48,6 +48,9 @@ class ModelConfig:
     memory_chunks: int = 1             # training: split each segment into this many chunks
     memory_tau: float = 0.1            # Sinkhorn temperature of the memory alignment
     decoder_hidden: int = 256
+    decoder: str = "synth"             # synth (G synthesises coefficients from y_k) | mask (G(y_k) -> softmax
+                                       # masks over sources on the mixture's coefficients; docs/design.md)
+    mixture_consistency: bool = True   # project the estimates so that they add up to the input
     logvar_min: float = -8.0
     logvar_max: float = 4.0
 
@@ -95,6 +98,7 @@ class TrainConfig:
     device: str = "auto"
     on_nonfinite: str = "stop"         # stop | skip
     threads: int = 0                   # torch threads; 0 = torch default
+    budget_minutes: float = 0.0        # stop (validate, checkpoint) after this much wall time; 0 = none
 
 
 @dataclass

@@ -113,7 +113,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
     torch.manual_seed(cfg.train.seed + rank)
     model = build_model(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    step, best, bad = 0, -math.inf, 0
+    step, best, bad, cpu0 = 0, -math.inf, 0, 0.0
     if resume:
         _, state, info = load_checkpoint(last)
         model.load_state_dict(state)
@@ -121,6 +121,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
         if "rng_torch" in info:
             torch.set_rng_state(info["rng_torch"])
         step, best, bad = info["step"], info["extra"]["best"], info["extra"]["bad"]
+        cpu0 = float(info["extra"].get("cpu_minutes", 0.0))
         if rank == 0:
             _truncate_metrics(metrics_path, step)
         log.info("resumed %s at step %d (best valid SI-SDRi %.2f dB)", run_dir, step, best)
@@ -155,6 +156,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
         bar = tqdm(total=cfg.train.steps, initial=step, unit="step", dynamic_ncols=True)
     model.train()
     tic, window, skipped = time.perf_counter(), [], 0
+    start, cpu_start = time.monotonic(), time.process_time()
+    budget_s = cfg.train.budget_minutes * 60.0
+
+    def cpu_minutes() -> float:
+        """CPU time of this process (all threads) over the whole run, resumes included."""
+        return cpu0 + (time.process_time() - cpu_start) / 60.0
+
     for refs in loader:
         refs = refs.to(device)  # (B, K, L)
         est, terms = wrapped(refs.sum(1), refs, cfg.loss, step, cfg.train.steps)
@@ -176,22 +184,30 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
             skipped += 1
             log.warning("step %d: non-finite loss or gradient %s, step skipped", step, values)
         step += 1
+        out_of_time = budget_s > 0 and time.monotonic() - start >= budget_s
+        if ddp and budget_s > 0:  # every rank stops at the same step
+            flag = torch.tensor(float(out_of_time), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        final = step == cfg.train.steps or out_of_time
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.2f}", refresh=False)
         row = None
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+        if step % cfg.train.log_every == 0 or final:
             row = {k: sum(w[k] for w in window) / len(window) for k in window[0]} if window else {}
             row.update(step=step, lr=opt.param_groups[0]["lr"], skipped=skipped,
-                       sec_per_step=(time.perf_counter() - tic) / cfg.train.log_every)
+                       sec_per_step=(time.perf_counter() - tic) / max(1, len(window)),
+                       cpu_minutes=cpu_minutes())
             tic, window = time.perf_counter(), []
-        if step % cfg.train.valid_every == 0 or step == cfg.train.steps:
+        if step % cfg.train.valid_every == 0 or final:
             score = validate(model, valid, B, device)
             row = dict(row or {"step": step}, valid_si_sdri=score)
             if score > best:
                 best, bad = score, 0
                 if rank == 0:
-                    save_checkpoint(best_path, model, cfg, step, extra={"valid_si_sdri": score})
+                    save_checkpoint(best_path, model, cfg, step,
+                                    extra={"valid_si_sdri": score, "cpu_minutes": cpu_minutes()})
             else:
                 bad += 1
                 if bad >= cfg.train.lr_patience:
@@ -204,8 +220,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             log.debug("%s", row)
-        if rank == 0 and (step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps):
-            save_checkpoint(last, model, cfg, step, opt, extra={"best": best, "bad": bad})
+        if rank == 0 and (step % cfg.train.checkpoint_every == 0 or final):
+            save_checkpoint(last, model, cfg, step, opt,
+                            extra={"best": best, "bad": bad, "cpu_minutes": cpu_minutes()})
+        if out_of_time:
+            log.info("step %d: time budget of %.1f min reached", step, cfg.train.budget_minutes)
+            break
     if bar is not None:
         bar.close()
     if ddp:

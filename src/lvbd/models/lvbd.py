@@ -2,7 +2,9 @@
 
     x (B, L) --E--> X (B, N, T) --H--> z (B, M, D, T) --IVA/ISS/net--> W (B, D, K, M)
     μ = W z, log σ² = V(μ)  (B, K, D, T) --memory alignment--> y = μ + σε (train) | μ (eval)
-    --G, shared over k--> (B, K, N, T) --E⁻¹--> ŝ (B, K, L)
+    --G, shared over k--> (B, K, N, T) --E⁻¹--> ŝ (B, K, L)          (decoder "synth")
+    --G, shared over k--> softmax_k masks m (B, K, N, T) --E⁻¹(m ⊙ X)--> ŝ (B, K, L)   (decoder "mask")
+    ŝ_k += (x − Σ_j ŝ_j) / K      (mixture consistency, every model: the outputs add up to the input)
 
 Each stage is a small method (asteroid ``BaseEncoderMaskerDecoder`` style) so an ablation
 overrides one stage. ``loss_terms`` returns the unweighted named terms of design §5.3.
@@ -25,7 +27,7 @@ from .memory import MemoryState, SourceMemory, reorder
 from .output import SeparationOutput
 from .posterior import PosteriorHead, SourceDecoder, gaussian_posterior, reparameterise, synthesise
 
-__all__ = ["LVBD", "separation_loss", "normalise_mixture", "check_inputs"]
+__all__ = ["LVBD", "separation_loss", "normalise_mixture", "check_inputs", "project_to_mixture"]
 
 _STD_EPS = 1e-8
 _FRAME_SCALE_RANGE = (-6.0, 3.0)   # log λ_t relative to the chunk mean (≈ −26 dB .. +13 dB)
@@ -36,6 +38,12 @@ def normalise_mixture(mixture: Tensor) -> tuple[Tensor, Tensor]:
     """x / std(x) per example (population std); returns (x, std (B, 1)). A silent input stays zero."""
     std = mixture.std(dim=-1, keepdim=True, correction=0).clamp_min(_STD_EPS)  # (B, 1)
     return mixture / std, std
+
+
+def project_to_mixture(estimates: Tensor, mixture: Tensor) -> Tensor:
+    """ŝ_k + (x − Σ_j ŝ_j)/K: the closest estimates (least squares) that add up to the mixture
+    (Wisdom et al., "Differentiable consistency constraints", ICASSP 2019). (B, K, L), (B, L) -> (B, K, L)."""
+    return estimates + (mixture - estimates.sum(dim=1))[:, None] / estimates.shape[1]
 
 
 def check_inputs(mixture: Tensor, references: Tensor | None = None, n_sources: int | None = None) -> None:
@@ -69,7 +77,7 @@ def separation_loss(estimates: Tensor, references: Tensor, loss_cfg: LossConfig,
 
 
 def _validate(cfg: ModelConfig) -> None:
-    choices = {"frontend": ("conv", "stft"), "demixer": ("iva", "iss", "predicted"),
+    choices = {"frontend": ("conv", "stft"), "demixer": ("iva", "iss", "predicted"), "decoder": ("synth", "mask"),
                "init": ("identity", "predicted"), "source_model": ("laplace", "gauss")}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
@@ -152,9 +160,16 @@ class LVBD(nn.Module):
             return mu
         return reparameterise(mu, logvar)
 
-    def decode(self, y: Tensor, length: int) -> Tensor:
-        """G then E⁻¹, shared over sources: (B, K, D, T) -> (B, K, length)."""
-        return synthesise(self.frontend, self.source_decoder(y), length)
+    def decode(self, y: Tensor, X: Tensor, length: int) -> Tensor:
+        """G then E⁻¹, shared over sources: y (B, K, D, T), mixture coefficients X (B, N, T) -> (B, K, length).
+
+        "synth": G(y_k) are source k's coefficients. "mask": G(y_k) are logits of masks that a
+        softmax over the sources makes sum to one, applied to X, so Σ_k ŝ_k = E⁻¹(X).
+        """
+        G = self.source_decoder(y)  # (B, K, N, T)
+        if self.cfg.decoder == "mask":
+            G = torch.softmax(G, dim=1) * X[:, None]  # (B, K, N, T)
+        return synthesise(self.frontend, G, length)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -196,7 +211,9 @@ class LVBD(nn.Module):
             power = mu.pow(2) if logvar is None else mu.pow(2) + logvar.exp()
             profile = torch.log(power.mean(dim=-1) + _STD_EPS).detach()  # (B, K, D)
         prior_logvar = profile[..., None] + self.frame_scale(X)[:, None, None, :]  # (B, K, D, T)
-        estimates = self.decode(self.sample(mu, logvar), L)  # (B, K, L)
+        estimates = self.decode(self.sample(mu, logvar), X, L)  # (B, K, L)
+        if self.cfg.mixture_consistency:
+            estimates = project_to_mixture(estimates, x)
         ref_latents = None
         if references is not None:
             K_ref = references.shape[1]

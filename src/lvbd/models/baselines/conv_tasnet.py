@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ...config import ConfigError, LossConfig, ModelConfig
 from ..encoder import ConvFrontEnd
 from ..lifting import TemporalConvNet
-from ..lvbd import check_inputs, normalise_mixture, separation_loss
+from ..lvbd import check_inputs, normalise_mixture, project_to_mixture, separation_loss
 from ..output import SeparationOutput
 
 __all__ = ["ConvTasNet"]
@@ -46,6 +46,8 @@ class ConvTasNet(nn.Module):
         logits = self.masker(X).view(B, K, N, T)  # (B, K, N, T)
         masks = torch.sigmoid(logits) if self.mask_activation == "sigmoid" else torch.relu(logits)
         est = self.frontend.decode((masks * X[:, None]).reshape(B * K, N, T), L).view(B, K, L)  # (B, K, L)
+        if self.cfg.mixture_consistency:
+            est = project_to_mixture(est, x)
         return SeparationOutput(est * std[:, :, None], None, None, {"masks": masks})
 
     def loss_terms(self, mixture: Tensor, references: Tensor, loss_cfg: LossConfig, step: int,
