@@ -73,6 +73,36 @@ class LossConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Augmentation of dynamic mixing (``lvbd.data.augment``); every probability 0 = off, and
+    the training items are then exactly the unaugmented ones."""
+
+    speed_prob: float = 0.0            # per source: speed (tempo and pitch) x U[speed_min, speed_max]
+    speed_min: float = 0.9
+    speed_max: float = 1.1
+    eq_prob: float = 0.0               # per source: 1-3 random peaking/shelf biquads
+    eq_max_db: float = 10.0            # biquad gains uniform in +-eq_max_db
+    reverb_prob: float = 0.0           # per item: one simulated room, a position per source
+    rir_bank: str = ""                 # .npz cache; "" = <data.root>/rirs/bank-<rooms>-...npz
+    rir_rooms: int = 100               # built once with pyroomacoustics (~1 s per room)
+    rir_seed: int = 0
+    rt60_min: float = 0.15
+    rt60_max: float = 0.6
+    gain_prob: float = 0.0             # per item: wider gains/level than the default mixing
+    gain_range_db: float = 10.0        # any two sources differ by <= this (default mixing: 5)
+    level_min_db: float = -40.0        # mixture level, dBFS (default mixing: -35...-15)
+    level_max_db: float = -10.0
+    noise_prob: float = 0.0            # per item: coloured noise, split equally over the stems
+    snr_min_db: float = 10.0
+    snr_max_db: float = 30.0
+    noise_kinds: list[str] = field(default_factory=lambda: ["white", "pink", "brown", "band", "am"])
+    band_prob: float = 0.0             # per item: one band limit on every stem
+    band_kinds: list[str] = field(default_factory=lambda: ["telephone", "lowpass", "highpass"])
+    codec_prob: float = 0.0            # per item: mu-law on the mixture, error split over the stems
+    codec_bits: int = 8
+
+
+@dataclass
 class DataConfig:
     root: str = "data"
     splits_train: str = "train"        # manifest split used for dynamic mixing
@@ -82,6 +112,7 @@ class DataConfig:
     num_workers: int = 0
     valid_items: int = 64              # fixed validation mixtures
     valid_segment_seconds: float = 4.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training items only
 
 
 @dataclass

@@ -4,10 +4,14 @@ the Libri2Mix-style test folders.
 ``DynamicMixDataset`` and ``FixedValidSet`` return stems ``(K, L)`` already scaled by
 ``mixing.mix_stems``; the mixture is ``stems.sum(0)``. Item ``i`` is drawn from a numpy
 Generator seeded by ``(seed, i)``: the same seed and index give the same stems in any worker.
+``DynamicMixDataset(augment=AugmentConfig(...))`` augments the training items
+(``lvbd.data.augment``): the stems are then the augmented source images (reverberant, noisy…)
+and still add up to the mixture.
 """
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..audio import AudioError, load, resample
+from ..config import AugmentConfig
 from ..errors import LvbdError
+from .augment import Augmenter, speed_perturb
 from .corpus import read_manifest
 from .mixing import crop_or_pad, mix_stems, random_gains_db, random_offset
 
@@ -43,11 +49,18 @@ class DynamicMixDataset(Dataset):
     Rows come from ``root/manifest.csv`` with ``split`` and ``engine`` in ``engines``
     (``None``: every engine). Speakers are drawn in proportion to their utterance counts
     (uniform over utterances, without repeating a speaker).
+
+    ``augment``: an :class:`AugmentConfig` (``None`` or all probabilities 0: no augmentation,
+    items identical to the unaugmented ones). Its draws come from generators seeded by
+    ``(seed, index, stream)``, apart from :meth:`plan`'s, so augmented items keep the same
+    speakers, clips and offsets. A RIR bank (``reverb_prob > 0``) is read from, or built and
+    cached under, ``root/rirs/`` unless ``augment.rir_bank`` names a file.
     """
 
     def __init__(self, root: str | Path, split: str = "train", n_sources: int = 2,
                  segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
-                 length: int = 10000, engines: list[str] | tuple[str, ...] | None = ("espeak-ng",)):
+                 length: int = 10000, engines: list[str] | tuple[str, ...] | None = ("espeak-ng",),
+                 augment: AugmentConfig | None = None):
         if n_sources < 1 or segment_seconds <= 0 or length < 0 or sample_rate <= 0:
             raise ValueError(f"need n_sources >= 1, segment_seconds > 0, length >= 0 and "
                              f"sample_rate > 0; got {n_sources}, {segment_seconds}, {length}, "
@@ -71,6 +84,10 @@ class DynamicMixDataset(Dataset):
         self.clips = [sorted(by_speaker[s]) for s in self.speakers]
         counts = np.array([len(c) for c in self.clips], dtype=np.float64)
         self.weights = counts / counts.sum()
+        self.augment = None
+        if augment is not None:
+            augmenter = Augmenter(augment, sample_rate, self.root)
+            self.augment = augmenter if augmenter.active else None
 
     def __len__(self) -> int:
         return self.length
@@ -88,27 +105,42 @@ class DynamicMixDataset(Dataset):
         return MixPlan(tuple(self.speakers[s] for s in chosen), tuple(paths), tuple(offsets),
                        tuple(float(g) for g in gains), float(rng.uniform(*LEVEL_RANGE_DB)))
 
-    def _read(self, path: str, offset: int) -> np.ndarray:
+    def _read(self, path: str, offset: int, length: int | None = None) -> np.ndarray:
+        """``length`` (default: the segment) samples of ``path`` from ``offset``, mono."""
+        length = self.segment if length is None else length
         full = self.root / path
         try:
             info = sf.info(str(full))
         except (sf.LibsndfileError, RuntimeError):
             raise AudioError(f"cannot read audio {full}") from None
-        if info.samplerate == self.sample_rate and info.frames >= self.segment:
-            offset = min(offset, info.frames - self.segment)
-            wav, _ = load(full, start=offset, frames=self.segment)
+        if info.samplerate == self.sample_rate and info.frames >= length:
+            offset = min(offset, info.frames - length)
+            wav, _ = load(full, start=offset, frames=length)
             return wav.mean(axis=0)
         wav, rate = load(full)
         wav = resample(wav.mean(axis=0), rate, self.sample_rate)
-        return crop_or_pad(wav, self.segment, offset)
+        return crop_or_pad(wav, length, offset)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
         plan = self.plan(index)
-        stems = np.stack([self._read(p, o) for p, o in zip(plan.paths, plan.offsets)])
-        stems, _ = mix_stems(stems, np.asarray(plan.gains_db), plan.level_db)  # (K, L)
-        return torch.from_numpy(stems)
+        if self.augment is None:
+            stems = np.stack([self._read(p, o) for p, o in zip(plan.paths, plan.offsets)])
+            stems, _ = mix_stems(stems, np.asarray(plan.gains_db), plan.level_db)  # (K, L)
+            return torch.from_numpy(stems)
+        aug, rngs = self.augment, self.augment.generators(self.seed, index)
+        stems = []
+        for path, offset, factor in zip(plan.paths, plan.offsets,
+                                        aug.speed_factors(rngs, self.n_sources)):
+            # read enough that the sped-up clip still fills the segment
+            length = self.segment if factor == 1 else math.ceil(self.segment * factor) + 1
+            wav = self._read(path, offset, length)
+            stems.append(speed_perturb(wav, factor)[:self.segment])
+        stems = aug.sources(rngs, np.stack(stems))  # (K, L)
+        gains_db, level_db = aug.levels(rngs, np.asarray(plan.gains_db), plan.level_db)
+        stems, _ = mix_stems(stems, gains_db, level_db)
+        return torch.from_numpy(aug.channel(rngs, stems))  # (K, L)
 
 
 class FixedValidSet(Dataset):
