@@ -32,15 +32,18 @@ from ..errors import LvbdError
 from . import text as textlib
 from .synth import (ASTERISK_ROOT, SynthesisError, load_prompts, probe, synthesize,
                     synthesize_many)
-from .voices import (ASTERISK_DIRS, ASTERISK_TEST_ONLY, ENGINES, LANGS, OTHER_ENGINE_TEST_SET,
-                     OTHER_ENGINE_VOICES, Voice, espeak_speakers)
+from .voices import (ASTERISK_DIRS, ASTERISK_TEST_ONLY, ENGINES, EXTRA_ENGINE_VOICES,
+                     FESTIVAL_VOICES, LANGS, MIN_SENTENCES, OTHER_ENGINE_TEST_SET,
+                     OTHER_ENGINE_VOICES, Voice, espeak_speakers, voice_language)
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
 SETTINGS = "build.json"
 MANIFEST_COLUMNS = ("path", "speaker", "engine", "voice", "text", "duration", "split")
-ASTERISK_SPLITS = (("train", 0.6), ("valid", 0.1), ("ood-real", 0.3))
+# prompts of a training speaker; its ``test`` share is in no test set (ood-real is held-out
+# speakers only)
+ASTERISK_SPLITS = (("train", 0.6), ("valid", 0.1), ("test", 0.3))
 ASTERISK_CLIP_SECONDS = 4.5      # join prompts until this much raw audio
 ASTERISK_MAX_PROMPTS = 6
 MAX_ROUNDS = 6                   # extension rounds of an hours-targeted stream
@@ -61,7 +64,9 @@ class BuildConfig:
     jobs: int = 2
     seed: int = 0
     engines: tuple[str, ...] = ENGINES
-    other_hours: float = 0.5             # train speech per training voice of mbrola/flite/festival
+    other_hours: float = 0.5             # train speech per original training voice of mbrola/flite/festival
+    extra_voices: bool = True            # also the voices added in issue 9 (voices.EXTRA_ENGINE_VOICES)
+    voice_hours: float = 0.1             # train speech per added training voice
     valid_clips: int = 400               # espeak-ng valid clips
     test_clips: int = 400                # espeak-ng clips of test, ood-espeak, ood-lang each
     other_valid_clips: int = 20          # per training voice of mbrola/flite/festival
@@ -143,16 +148,22 @@ def _bucket(name: str) -> float:
     return zlib.crc32(name.encode()) / 2.0 ** 32
 
 
-def _asterisk_streams(root: Path, seed: int) -> tuple[list[Stream], list[str]]:
+def _asterisk_streams(root: Path, seed: int, extra_voices: bool = True
+                      ) -> tuple[list[Stream], list[str]]:
     streams, missing = [], []
-    for folder, (speaker, lang) in sorted(ASTERISK_DIRS.items()):
+    for folder, (speaker, _, pattern, package) in sorted(ASTERISK_DIRS.items()):
+        if not extra_voices and package.startswith("asterisk-prompt-"):
+            missing.append(f"asterisk/{folder}/")
+            continue
         directory = root / folder
-        prompts = sorted(p for p in directory.rglob("*.wav") if p.parent.name != "silence"
-                         ) if directory.is_dir() else []
+        # a symlinked folder (es -> es_MX_f_Allison on some installs) is not the prompt package
+        usable = directory.is_dir() and not directory.is_symlink()
+        prompts = sorted(p for p in directory.rglob(pattern) if p.parent.name != "silence"
+                         ) if usable else []
         if not prompts:
-            missing.append(f"asterisk/{folder}")
-            logger.warning("asterisk voice %s not found under %s (Debian package "
-                           "asterisk-core-sounds-%s-wav); skipping it", folder, root, lang)
+            missing.append(f"asterisk/{folder}/")
+            logger.warning("asterisk voice %s not found under %s (Debian package %s); "
+                           "skipping it", folder, root, package)
             continue
         voice = Voice("asterisk", speaker)
         by_split: dict[str, list[Path]] = defaultdict(list)
@@ -187,12 +198,18 @@ def _asterisk_streams(root: Path, seed: int) -> tuple[list[Stream], list[str]]:
     return streams, missing
 
 
-def _sentences(out: Path, lang: str) -> tuple[str, ...]:
-    """Sentence list cached in ``out/text/<lang>.txt`` so a build never changes under it."""
-    cache = out / "text" / f"{lang}.txt"
+def _sentences(out: Path, lang: str, voice_text: bool = False) -> tuple[str, ...]:
+    """Sentence list cached in ``out/text/<lang>.txt`` (``voice-<lang>.txt`` for the
+    mbrola/festival voices of other languages) so a build never changes under it."""
+    cache = out / "text" / f"{'voice-' if voice_text else ''}{lang}.txt"
     if cache.exists():
         return tuple(line for line in cache.read_text(encoding="utf-8").splitlines() if line)
-    sentences = textlib.english_sentences() if lang == "en" else textlib.foreign_sentences(lang)
+    if lang == "en":
+        sentences = textlib.english_sentences()
+    elif voice_text:
+        sentences = textlib.language_sentences(lang)
+    else:
+        sentences = textlib.foreign_sentences(lang)
     if sentences:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.tmp")
@@ -214,7 +231,8 @@ def plan_streams(out: Path, config: BuildConfig) -> tuple[list[Stream], list[str
     def usable(voice: Voice, what: str) -> bool:
         reason = probe(voice, exe)
         if reason:
-            logger.warning("skipping %s: %s", what, reason)
+            logger.warning("skipping %s: %s (Debian package %s)", what, reason,
+                           _package(voice))
         return reason is None
 
     english = _sentences(out, "en")
@@ -271,11 +289,56 @@ def plan_streams(out: Path, config: BuildConfig) -> tuple[list[Stream], list[str
                                       tuple(by_split[sentence_split]), count, target,
                                       seconds_per_word=SECONDS_PER_WORD[engine]))
 
+    for engine, (train_voices, test_voices) in EXTRA_ENGINE_VOICES.items():
+        if engine not in config.engines:
+            continue
+        test_split = OTHER_ENGINE_TEST_SET[engine]
+        for name in train_voices + test_voices:
+            voice = Voice(engine, name)
+            roles = ([("train", "train", 0, config.voice_hours * 3600.0),
+                      ("valid", "valid", config.other_valid_clips, 0.0)]
+                     if name in train_voices else
+                     [("test", test_split, config.other_test_clips, 0.0)])
+            names = [f"{engine}/{name}/{split}" for _, split, _, _ in roles]
+            if not config.extra_voices:   # not asked for: the sets naming it are not built
+                missing += names
+                continue
+            lang = voice_language(engine, name)
+            sentences = english if lang == "en" else _sentences(out, lang, voice_text=True)
+            by_role = defaultdict(list)
+            for sentence in sentences:
+                by_role[textlib.sentence_split(sentence)].append(sentence)
+            short = [role for role, *_ in roles if not by_role[role]]
+            if len(sentences) < MIN_SENTENCES or short:
+                logger.warning("skipping %s voice %s: %d usable %s sentences in the gettext "
+                               "catalogs (need %d, and some in each of %s)", engine, name,
+                               len(sentences), lang, MIN_SENTENCES,
+                               "/".join(role for role, *_ in roles))
+                missing += names
+                continue
+            if not usable(voice, f"{engine} voice {name}"):
+                missing += names
+                continue
+            for (sentence_split, split, count, target), stream in zip(roles, names):
+                streams.append(Stream(stream, engine, split, [voice],
+                                      tuple(by_role[sentence_split]), count, target,
+                                      seconds_per_word=SECONDS_PER_WORD[engine]))
+
     if "asterisk" in config.engines:
-        found, lost = _asterisk_streams(Path(config.asterisk_root), config.seed)
+        found, lost = _asterisk_streams(Path(config.asterisk_root), config.seed,
+                                        config.extra_voices)
         streams += found
         missing += lost
     return streams, missing
+
+
+def _package(voice: Voice) -> str:
+    """The Debian package that provides ``voice``."""
+    if voice.engine == "mbrola":
+        return f"mbrola-{voice.voice}"
+    if voice.engine == "festival" and voice.voice in FESTIVAL_VOICES:
+        return FESTIVAL_VOICES[voice.voice].package
+    return "flite" if voice.engine == "flite" else "espeak-ng"
 
 
 def _render(args: tuple[tuple[Clip, ...], str, int, dict | None]

@@ -1,5 +1,6 @@
 """Run the speech engines (espeak-ng, mbrola via espeak-ng, flite, festival) and read the
-Asterisk prompts; trim leading/trailing silence with an energy VAD; resample.
+Asterisk prompts (``.wav``, and the header-less GSM 06.10 ``.gsm`` prompts of
+asterisk-prompt-es-co / -fr-armelle, which libsndfile decodes); trim leading/trailing silence with an energy VAD; resample.
 
 Every function returns float32 mono ``(L,)`` audio. A missing executable or voice raises
 ``SynthesisError``; :func:`probe` turns that into a reason string so the corpus builder can
@@ -102,14 +103,18 @@ def festival_batch(voice: Voice, texts: list[str], executables: dict[str, str] |
     """Speak many texts in one ``festival -b`` process (its start-up dominates one utterance;
     output is identical to one process per text). A text that fails gets its error."""
     exe = executable("festival", executables)
+    info = FESTIVAL_VOICES.get(voice.voice)
+    if info is None:
+        raise SynthesisError(f"festival has no voice '{voice.voice}' in lvbd's list")
     with tempfile.TemporaryDirectory(prefix="lvbd-festival-") as tmp:
-        lines = [f"({FESTIVAL_VOICES[voice.voice]})"]
+        lines = [f"({info.function})"]
         for i, text in enumerate(texts):
             quoted = text.replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) '
                          f'"{Path(tmp) / f"{i}.wav"}" \'riff)')
         script = Path(tmp) / "script.scm"
-        script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        # festival reads bytes: each voice's lexicon expects its own 8-bit encoding
+        script.write_text("\n".join(lines) + "\n", encoding=info.encoding, errors="replace")
         _run([exe, "-b", str(script)])
         out: list[tuple[np.ndarray, int] | SynthesisError] = []
         for i in range(len(texts)):

@@ -11,10 +11,14 @@ mixture (``mixing.mix_stems``). Mixture ``i`` of set ``s`` with K speakers is dr
 Generator seeded by ``(seed, s, K, i)``; ``noisy`` reuses the ``id`` draws and adds coloured /
 amplitude-modulated noise at 5–15 dB SNR (the stems stay clean).
 
-Sets: ``id`` (held-out espeak-ng tuples, test sentences), ``ood-espeak``, ``ood-mbrola``,
-``ood-tts`` (flite + festival), ``ood-real`` (Asterisk, real, mostly non-English), ``ood-lang``
-(espeak-ng de/fr/es/it), ``noisy`` and ``shipped-heldout`` (voices of every engine that the
-shipped all-engine model never hears; see ``voices.SHIPPED_HELDOUT``).
+Sets: ``id`` (held-out espeak-ng tuples, test sentences), ``ood-espeak``, ``ood-mbrola``
+(the English mbrola voices us1/us2/us3/en1), ``ood-mbrola-lang`` (the six held-out non-English
+mbrola voices), ``ood-tts`` (flite awb/rms/slt/kal16 + festival kal/ked/slt-hts), ``ood-real``
+(the held-out real speakers Allison, es-co and Armelle: real, mostly non-English),
+``ood-lang`` (espeak-ng de/fr/es/it), ``noisy`` and ``shipped-heldout`` (voices of every
+engine that the shipped all-engine model never hears; see ``voices.SHIPPED_HELDOUT``).
+A set is built only when every voice it names is available (``needs``), so a set's name
+always means the same voices; the voices added later join only the sets that name them.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import soundfile as sf
 from ..audio import save
 from .mixing import NOISE_KINDS, coloured_noise, crop_or_pad, mix_stems, random_gains_db
 from .mixing import random_offset, scale_noise
-from .voices import SHIPPED_HELDOUT
+from .voices import MBROLA_HELDOUT_LANG, SHIPPED_HELDOUT
 
 logger = logging.getLogger(__name__)
 
@@ -52,24 +56,40 @@ class TestSet:
     needs: tuple[str, ...]
     splits: tuple[str, ...] = ()
     heldout_only: bool = False     # only voices in SHIPPED_HELDOUT (+ espeak-ng test)
+    voices: tuple[str, ...] = ()   # non-empty: only these ``engine:voice`` speakers
     group_by_engine: bool = False  # draw the engine uniformly first, then the speaker
     noisy: bool = False
 
+
+_HELDOUT_STREAMS = tuple(f"{engine}/{voice}/" for engine, voices in SHIPPED_HELDOUT.items()
+                         if engine != "asterisk" for voice in voices)
+_REAL_HELDOUT = ("asterisk/en_US_f_Allison/", "asterisk/es_MX_f_Allison/", "asterisk/es/",
+                 "asterisk/fr/")
+_ENGLISH_MBROLA = ("us1", "us2", "us3", "en1")
+_ORIGINAL_TTS = ("flite:awb", "flite:rms", "flite:slt", "flite:kal16", "festival:kal",
+                 "festival:ked", "festival:slt-hts")
 
 TEST_SETS = {
     "id": TestSet("id", ("espeak-ng",), ("espeak-ng/test",), ("test",)),
     "ood-espeak": TestSet("ood-espeak", ("espeak-ng",), ("espeak-ng/ood-espeak",),
                           ("ood-espeak",)),
-    "ood-mbrola": TestSet("ood-mbrola", ("mbrola",), ("mbrola/",), ("ood-mbrola",)),
-    "ood-tts": TestSet("ood-tts", ("flite", "festival"), ("flite/", "festival/"), ("ood-tts",)),
-    "ood-real": TestSet("ood-real", ("asterisk",), ("asterisk/",), ("ood-real",)),
+    "ood-mbrola": TestSet("ood-mbrola", ("mbrola",),
+                          tuple(f"mbrola/{v}/" for v in _ENGLISH_MBROLA), ("ood-mbrola",),
+                          voices=tuple(f"mbrola:{v}" for v in _ENGLISH_MBROLA)),
+    "ood-mbrola-lang": TestSet("ood-mbrola-lang", ("mbrola",),
+                               tuple(f"mbrola/{v}/" for v in MBROLA_HELDOUT_LANG),
+                               ("ood-mbrola",),
+                               voices=tuple(f"mbrola:{v}" for v in MBROLA_HELDOUT_LANG)),
+    "ood-tts": TestSet("ood-tts", ("flite", "festival"),
+                       tuple(v.replace(":", "/") + "/" for v in _ORIGINAL_TTS), ("ood-tts",),
+                       voices=_ORIGINAL_TTS),
+    "ood-real": TestSet("ood-real", ("asterisk",), _REAL_HELDOUT, ("ood-real",),
+                        heldout_only=True),
     "ood-lang": TestSet("ood-lang", ("espeak-ng",), ("espeak-ng/ood-lang",), ("ood-lang",)),
     "noisy": TestSet("noisy", ("espeak-ng",), ("espeak-ng/test",), ("test",), noisy=True),
     "shipped-heldout": TestSet(
         "shipped-heldout", ("espeak-ng", "mbrola", "flite", "festival", "asterisk"),
-        ("espeak-ng/test", "mbrola/us1", "mbrola/en1", "flite/slt", "flite/kal16",
-         "festival/ked", "festival/slt-hts", "asterisk/en_US_f_Allison",
-         "asterisk/es_MX_f_Allison"),
+        ("espeak-ng/test",) + _HELDOUT_STREAMS + _REAL_HELDOUT,
         ("test", "ood-mbrola", "ood-tts", "ood-real"), heldout_only=True, group_by_engine=True),
 }
 
@@ -101,6 +121,8 @@ def _pool(rows: list[dict], spec: TestSet) -> dict[str, list[dict]]:
             short = row["speaker"].split(":", 1)[1]
             if short not in SHIPPED_HELDOUT.get(row["engine"], ()):
                 continue
+        if spec.voices and row["speaker"] not in spec.voices:
+            continue
         by_speaker[row["speaker"]].append(row)
     return {s: sorted(v, key=lambda r: r["path"]) for s, v in sorted(by_speaker.items())}
 

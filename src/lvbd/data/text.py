@@ -1,5 +1,8 @@
 """Text to speak: English sentences from ``fortunes`` and Python stdlib docstrings, and short
-foreign-language sentences from the gettext catalogs under ``/usr/share/locale`` (for ``ood-lang``).
+foreign-language sentences from the gettext catalogs under ``/usr/share/locale`` (for
+``ood-lang``: :func:`foreign_sentences`; for the mbrola and festival voices of other languages:
+:func:`language_sentences`, which also drops untranslated English and other-script strings and
+reads caseless scripts: Arabic, Hebrew, Devanagari, Telugu).
 
 Sentences are filtered to 6–30 plain words and split train/valid/test by a hash of the
 normalised sentence, so the same sentence never lands in two splits (design/data.md).
@@ -12,6 +15,7 @@ import hashlib
 import logging
 import re
 import struct
+import unicodedata
 import sysconfig
 from pathlib import Path
 
@@ -168,4 +172,73 @@ def foreign_sentences(lang: str, locale_dir: str = str(LOCALE_DIR)) -> tuple[str
             for sentence in split_into_sentences(text.replace("&", "").replace("_", "")):
                 if is_speakable_foreign(sentence):
                     seen.setdefault(sentence.lower(), sentence)
+    return tuple(sorted(seen.values()))
+
+
+# script of each language's letters (default LATIN); caseless scripts skip the capital check
+LANGUAGE_SCRIPTS = {"el": "GREEK", "ru": "CYRILLIC", "ar": "ARABIC", "fa": "ARABIC",
+                    "he": "HEBREW", "hi": "DEVANAGARI", "te": "TELUGU", "ja": "CJK",
+                    "zh_CN": "CJK"}
+CASELESS_SCRIPTS = {"ARABIC", "HEBREW", "DEVANAGARI", "TELUGU", "CJK"}
+# frequent English words that are not words of the Latin-script languages we speak
+ENGLISH_MARKERS = frozenset(
+    "the of and you your this that with should will are not when which from can could "
+    "would been has have does cannot file files please there their these those what".split())
+_SENTENCE_END_ANY = re.compile(r"(?<=[.!?\u061f\u0964])\s+")
+_END_MARKS = ".!?\u061f\u0964"          # . ! ? and Arabic ? and Devanagari danda
+_CASELESS_PUNCT = set(" ,.;:!?-\u060c\u061f\u0964")
+
+
+def looks_english(sentence: str) -> bool:
+    """True when a catalog string is (mostly) English: untranslated or quoted text."""
+    words = [w.strip(",.;:!?'\"").lower() for w in sentence.split()]
+    hits = sum(w in ENGLISH_MARKERS for w in words)
+    return hits >= 2 or hits / max(len(words), 1) >= 0.2
+
+
+def _in_script(sentence: str, script: str, share: float = 0.95) -> bool:
+    letters = [c for c in sentence if unicodedata.category(c)[0] in "LM"]
+    if not letters:
+        return False
+    inside = sum(unicodedata.name(c, "").startswith(script) for c in letters)
+    return inside >= share * len(letters)
+
+
+def _caseless_sentences(lang: str, locale_dir: str) -> list[str]:
+    script = LANGUAGE_SCRIPTS[lang]
+    out = []
+    directory = Path(locale_dir) / lang / "LC_MESSAGES"
+    for path in sorted(directory.glob("*.mo")) if directory.is_dir() else []:
+        try:
+            strings = read_mo(path)
+        except (OSError, struct.error):
+            continue
+        for text in strings:
+            for sentence in _SENTENCE_END_ANY.split(normalise(text.replace("&", "")
+                                                               .replace("_", ""))):
+                if (not sentence or sentence[-1] not in _END_MARKS
+                        or not MIN_WORDS <= len(sentence.split()) <= 20):
+                    continue
+                if all(unicodedata.category(c)[0] in "LM" or c in _CASELESS_PUNCT
+                       for c in sentence) and _in_script(sentence, script):
+                    out.append(sentence)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def language_sentences(lang: str, locale_dir: str = str(LOCALE_DIR)) -> tuple[str, ...]:
+    """Sorted speakable sentences of gettext locale ``lang`` (``de``, ``pt_BR``, ``he``…) for a
+    voice of that language: :func:`foreign_sentences` without English-looking strings and with
+    ≥ 95 % of the letters in the language's script; Arabic, Hebrew, Devanagari and Telugu
+    catalogs are read without the capital-letter rule. Empty when the locale has no catalogs
+    (CJK text has no spaces to count words by, so ``ja`` and ``zh_CN`` give none)."""
+    script = LANGUAGE_SCRIPTS.get(lang, "LATIN")
+    if script in CASELESS_SCRIPTS:
+        candidates = _caseless_sentences(lang, locale_dir)
+    else:
+        candidates = list(foreign_sentences(lang, locale_dir))
+    seen: dict[str, str] = {}
+    for sentence in candidates:
+        if not looks_english(sentence) and _in_script(sentence, script):
+            seen.setdefault(sentence.lower(), sentence)
     return tuple(sorted(seen.values()))
