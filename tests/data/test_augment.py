@@ -293,6 +293,7 @@ def test_augment_config_keys_and_validation(tmp_path):
     assert cfg.data.augment.noise_prob == 0.5 and cfg.data.augment.reverb_prob == 0.25
     assert cfg.data.augment.band_kinds == ["telephone"]
     assert cfg.to_dict()["data"]["augment"]["codec_bits"] == 8
+    assert config_from_dict(cfg.to_dict()) == cfg  # checkpoints store the config as a dict
     with pytest.raises(ConfigError, match="data.augment.revreb_prob"):
         config_from_dict({"data": {"augment": {"revreb_prob": 0.5}}})
     defaults = AugmentConfig()

@@ -17,6 +17,7 @@ the draws of another, nor the speakers, clips and gains of :meth:`DynamicMixData
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -116,13 +117,18 @@ def band_filter(kind: str, sample_rate: int, cutoff_hz: float | None = None) -> 
     if kind == "telephone":
         if nyquist <= 3550.0:
             raise ValueError(f"telephone band needs sample_rate > 7100 Hz, got {sample_rate}")
-        return signal.iirdesign([320.0, 3350.0], [260.0, 3550.0], gpass=1.0, gstop=40.0,
-                                ftype="ellip", fs=sample_rate, output="sos")
+        return _telephone(sample_rate).copy()
     if kind in ("lowpass", "highpass"):
         if cutoff_hz is None or not 0.0 < cutoff_hz < nyquist:
             raise ValueError(f"{kind} needs 0 < cutoff_hz < {nyquist:g}, got {cutoff_hz}")
         return signal.butter(8, cutoff_hz, kind, fs=sample_rate, output="sos")
     raise ValueError(f"band kind must be one of {BAND_KINDS}, got {kind!r}")
+
+
+@functools.lru_cache(maxsize=4)
+def _telephone(sample_rate: int) -> np.ndarray:
+    return signal.iirdesign([320.0, 3350.0], [260.0, 3550.0], gpass=1.0, gstop=40.0,
+                            ftype="ellip", fs=sample_rate, output="sos")
 
 
 def random_band(rng: np.random.Generator, sample_rate: int,
