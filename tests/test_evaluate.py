@@ -8,7 +8,7 @@ import pytest
 
 from lvbd import audio
 from lvbd.errors import LvbdError
-from lvbd.evaluate import add_arguments, evaluate_set, format_table, read_set, run
+from lvbd.evaluate import add_arguments, evaluate_set, find_sets, format_table, read_set, run
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.",
              "Please call Stella and ask her to bring these things.",
@@ -180,3 +180,54 @@ def test_cli_reports_missing_set_in_one_line(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such test set directory" in err[0]
+
+
+# ------------------------------------------------------------------ plain folders (issue 11)
+def test_plain_folder_without_metadata(tmp_path, clips):
+    """mix/, s1/, s2/ matched by file name, as downloaded Libri2Mix/WHAM folders are."""
+    set_dir = make_set(tmp_path / "id" / "2spk", clips, n_items=3)
+    with_meta = evaluate_set("oracle-irm", set_dir, metrics=("si_sdr",))
+    (set_dir / "metadata.csv").unlink()
+    test_set = read_set(set_dir)
+    assert test_set.n_sources == 2 and [name for name, _, _ in test_set.items] == [
+        "mix000", "mix001", "mix002"]
+    assert test_set.items[1][2] == [set_dir / "s1" / "mix001.wav", set_dir / "s2" / "mix001.wav"]
+    plain = evaluate_set("oracle-irm", set_dir, metrics=("si_sdr",))
+    assert plain["metrics"]["si_sdri"]["mean"] == pytest.approx(
+        with_meta["metrics"]["si_sdri"]["mean"])
+    assert find_sets(tmp_path) == [set_dir] and find_sets(set_dir) == [set_dir]
+
+
+def test_plain_folder_mix_clean_and_errors(tmp_path, clips):
+    set_dir = make_set(tmp_path / "tt", clips, n_items=2, n_sources=3)
+    (set_dir / "metadata.csv").unlink()
+    (set_dir / "mix").rename(set_dir / "mix_clean")  # WHAM!/Libri2Mix download layout
+    (set_dir / "noise").mkdir()
+    test_set = read_set(set_dir)
+    assert test_set.n_sources == 3 and len(test_set.items) == 2
+    assert test_set.items[0][1] == set_dir / "mix_clean" / "mix000.wav"
+    (set_dir / "s3" / "mix001.wav").unlink()
+    with pytest.raises(LvbdError, match="s3.*mix001"):
+        read_set(set_dir)
+    (tmp_path / "only_mix" / "mix").mkdir(parents=True)
+    with pytest.raises(LvbdError, match="s1"):
+        read_set(tmp_path / "only_mix")
+
+
+def test_run_on_plain_folder(tmp_path, clips, capsys):
+    set_dir = make_set(tmp_path / "mine", clips, n_items=2)
+    (set_dir / "metadata.csv").unlink()
+    assert run(parse(["--model", "mixture", "--set", str(set_dir), "--out",
+                      str(tmp_path / "res"), "--metrics", "si_sdr", "--quiet"])) == 0
+    assert "mine" in capsys.readouterr().out
+
+
+def test_mixture_folder_dataset_reads_plain_folders(tmp_path, clips):
+    from lvbd.data.datasets import MixtureFolderDataset
+
+    set_dir = make_set(tmp_path / "2spk", clips, n_items=2)
+    (set_dir / "metadata.csv").unlink()
+    data = MixtureFolderDataset(set_dir)
+    mixture, stems, name = data[1]
+    assert len(data) == 2 and data.n_sources == 2 and name == "mix001"
+    np.testing.assert_allclose(stems.sum(0).numpy(), mixture.numpy(), atol=1e-5)

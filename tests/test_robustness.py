@@ -103,8 +103,8 @@ def _separate(*args) -> int:
 
 def _check_outputs(track: Path, src: Path, n_sources=2):
     head = sf.info(str(src))
-    assert sorted(p.name for p in track.iterdir()) == [f"source{k}.wav"
-                                                        for k in range(1, n_sources + 1)]
+    assert sorted(p.name for p in track.iterdir()) == [".lvbd.json"] + [
+        f"source{k}.wav" for k in range(1, n_sources + 1)]
     for k in range(1, n_sources + 1):
         wav, rate = audio.load(track / f"source{k}.wav")
         assert rate == head.samplerate and wav.shape == (head.channels, head.frames)
@@ -127,12 +127,12 @@ def test_bad_input_cli(tmp_path, tiny_checkpoint, capsys, name):
     expected_error = CASES[name][1]
     if expected_error is None:
         assert code == 0, err
-        _check_outputs(out / src.stem, src)
+        _check_outputs(out / "tiny" / src.stem, src)
     else:
         assert code == 1
         lines = err.strip().splitlines()
         assert len(lines) == 2 and lines[0].startswith("lvbd: error: ")
-        assert lines[1] == "lvbd: 1 of 1 files failed"
+        assert lines[1] == "lvbd: 1 files: 0 separated, 0 skipped, 1 failed"
         assert re.search(expected_error, lines[0]), lines[0]
         assert _tree(out) == []  # no partial output, no temp file, no empty track folder
     assert _digest(src) == before  # the input is never touched
@@ -170,13 +170,15 @@ def test_all_bad_inputs_in_one_call_subprocess(tmp_path, tiny_checkpoint):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == len(bad) + 1, proc.stderr
-    assert lines[-1] == f"lvbd: {len(bad)} of {len(CASES)} files failed"
+    assert lines[-1] == (f"lvbd: {len(CASES)} files: {len(CASES) - len(bad)} separated, "
+                         f"0 skipped, {len(bad)} failed")
     for name, path in zip(CASES, paths):
         if CASES[name][1] is None:
-            _check_outputs(out / path.stem, path)
-    assert {p.split("/")[0] for p in _tree(out)} == {Path(n).stem for n in CASES
-                                                     if CASES[n][1] is None}
-    assert not [p for p in _tree(out) if Path(p).name.startswith(".")]
+            _check_outputs(out / "tiny" / path.stem, path)
+    assert {p.split("/")[1] for p in _tree(out) if "/" in p} == {
+        Path(n).stem for n in CASES if CASES[n][1] is None}
+    assert [Path(p).name for p in _tree(out) if Path(p).name.startswith(".")] == [
+        ".lvbd.json"] * (len(CASES) - len(bad))  # the input records, no temp files
     assert {p: _digest(p) for p in paths} == digests
 
 
@@ -189,9 +191,11 @@ def test_bad_inputs_with_parallel_jobs(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "out"
     assert _separate(*paths, "-o", out, "--model", tiny_checkpoint, "-j", "2") == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 4 and lines[-1] == "lvbd: 3 of 5 files failed"
-    assert _tree(out) == ["lossless", "lossless/source1.wav", "lossless/source2.wav",
-                          "six_channels", "six_channels/source1.wav", "six_channels/source2.wav"]
+    assert len(lines) == 4 and lines[-1] == "lvbd: 5 files: 2 separated, 0 skipped, 3 failed"
+    assert _tree(out) == ["tiny", "tiny/lossless", "tiny/lossless/.lvbd.json",
+                          "tiny/lossless/source1.wav", "tiny/lossless/source2.wav",
+                          "tiny/six_channels", "tiny/six_channels/.lvbd.json",
+                          "tiny/six_channels/source1.wav", "tiny/six_channels/source2.wav"]
 
 
 @pytest.mark.slow
@@ -213,7 +217,7 @@ def test_long_file_memory_is_flat(tmp_path, tiny_checkpoint):
         rc, kib = proc.stdout.split()
         assert rc == "0", proc.stderr
         rss[minutes] = int(kib) / 1024
-        _check_outputs(tmp_path / "out" / path.stem, path)
+        _check_outputs(tmp_path / "out" / "tiny" / path.stem, path)
     one_copy_mb = 20 * 60 * RATE * 4 / 2 ** 20  # the 20-min input as float32: 36.6 MiB
     assert rss[20] - rss[2] < one_copy_mb / 3, rss  # measured: +1..3 MiB
 
@@ -238,29 +242,37 @@ def test_unwritable_output_folder_under_a_file(tmp_path, make_audio, tiny_checkp
     assert (tmp_path / "plain").read_text() == "a file, not a folder"
 
 
-def test_track_folder_taken_by_a_file_fails_only_that_track(tmp_path, make_audio,
-                                                            tiny_checkpoint, capsys):
+def test_track_folder_taken_by_a_file_moves_to_the_next_name(tmp_path, make_audio,
+                                                             tiny_checkpoint, capsys):
     a, b = make_audio("a.wav", seconds=0.3), make_audio("b.wav", seconds=0.3, seed=1)
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "a").write_text("user file")
-    assert _separate(a, b, "-o", out, "--model", tiny_checkpoint) == 1
-    err = capsys.readouterr().err
-    assert "a.wav" in err and "cannot create output folder" in err and "1 of 2" in err
-    assert (out / "a").read_text() == "user file"
-    assert _tree(out) == ["a", "b", "b/source1.wav", "b/source2.wav"]
+    (out / "tiny").mkdir(parents=True)
+    (out / "tiny" / "a").write_text("user file")
+    assert _separate(a, b, "-o", out, "--model", tiny_checkpoint, "--force") == 0
+    assert (out / "tiny" / "a").read_text() == "user file"
+    _check_outputs(out / "tiny" / "a.wav", a)
+    _check_outputs(out / "tiny" / "b", b)
 
 
 def test_output_exists_is_skipped_and_force_replaces_all(tmp_path, make_audio, tiny_checkpoint,
-                                                         caplog):
-    """Only source2 exists (a half-finished earlier run): skip all unless --force."""
+                                                         caplog, capsys):
+    """Outputs nobody recorded are never touched, even with --force; our own are skipped
+    (reported even with --quiet) and replaced, all of them, with --force."""
     src = make_audio("x.wav", seconds=0.3)
-    track = tmp_path / "out" / "x"
-    track.mkdir(parents=True)
-    (track / "source2.wav").write_bytes(b"user data")
+    foreign = tmp_path / "out" / "tiny" / "x"
+    foreign.mkdir(parents=True)
+    (foreign / "source2.wav").write_bytes(b"user data")
+    assert _separate(src, "-o", tmp_path / "out", "--model", tiny_checkpoint, "--force") == 0
+    assert _tree(foreign) == ["source2.wav"]
+    assert (foreign / "source2.wav").read_bytes() == b"user data"
+    track = tmp_path / "out" / "tiny" / "x.wav"  # the next name: the extension kept
+    _check_outputs(track, src)
+    (track / "source1.wav").unlink()  # a half-finished earlier run: only source2 left
+    capsys.readouterr()
     assert _separate(src, "-o", tmp_path / "out", "--model", tiny_checkpoint) == 0
     assert "skipped" in caplog.text  # reported even with --quiet
-    assert _tree(track) == ["source2.wav"] and (track / "source2.wav").read_bytes() == b"user data"
+    assert "1 files: 0 separated, 1 skipped, 0 failed" in capsys.readouterr().err
+    assert _tree(track) == [".lvbd.json", "source2.wav"]
     assert _separate(src, "-o", tmp_path / "out", "--model", tiny_checkpoint, "--force") == 0
     _check_outputs(track, src)
     assert oct((track / "source1.wav").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
@@ -329,7 +341,8 @@ def test_disk_full_while_writing_outputs(tmp_path, make_audio, tiny_checkpoint):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2 and "cannot write" in lines[0] and "big.wav" in lines[0]
-    assert _tree(out) == ["small", "small/source1.wav", "small/source2.wav"]
+    assert _tree(out) == ["tiny", "tiny/small", "tiny/small/.lvbd.json",
+                          "tiny/small/source1.wav", "tiny/small/source2.wav"]
 
 
 def _unprivileged() -> list[str] | None:
@@ -350,8 +363,8 @@ def test_permission_denied_input_and_output(tmp_path, make_audio, tiny_checkpoin
     good = make_audio("good.wav", seconds=0.3, seed=1)
     locked.chmod(0)
     out = tmp_path / "out"
-    (out / "good").mkdir(parents=True)
-    (out / "good").chmod(0o555)  # read-only track folder
+    (out / "tiny" / "good").mkdir(parents=True)
+    (out / "tiny" / "good").chmod(0o555)  # read-only track folder
     ok = make_audio("ok.wav", seconds=0.3, seed=2)
     try:
         proc = subprocess.run([*prefix, sys.executable, "-m", "lvbd", "separate", "--quiet",
@@ -360,13 +373,15 @@ def test_permission_denied_input_and_output(tmp_path, make_audio, tiny_checkpoin
                               timeout=120)
     finally:
         locked.chmod(0o644)
-        (out / "good").chmod(0o755)
+        (out / "tiny" / "good").chmod(0o755)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 3 and lines[-1] == "lvbd: 2 of 3 files failed", proc.stderr
+    assert len(lines) == 3, proc.stderr
+    assert lines[-1] == "lvbd: 3 files: 1 separated, 0 skipped, 2 failed"
     assert "locked.wav" in lines[0] and "Permission denied" in lines[0]
     assert "good.wav" in lines[1] and "Permission denied" in lines[1]
-    assert _tree(out) == ["good", "ok", "ok/source1.wav", "ok/source2.wav"]
+    assert _tree(out) == ["tiny", "tiny/good", "tiny/ok", "tiny/ok/.lvbd.json",
+                          "tiny/ok/source1.wav", "tiny/ok/source2.wav"]
 
 
 # ---------------------------------------------------------------- unsafe files

@@ -17,7 +17,43 @@ from scipy.signal import resample_poly
 from .errors import LvbdError
 
 CLIP_MODES = ("rescale", "clamp", "none")
-FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16")}
+FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
+# sample formats an output keeps from its input (anything else, e.g. Vorbis or 8-bit, → 16-bit)
+KEPT_SUBTYPES = {"wav": ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"),
+                 "flac": ("PCM_16", "PCM_24"), "mp3": ()}
+
+
+def output_subtype(fmt: str, input_subtype: str | None = None, clip_mode: str = "rescale",
+                   subtype: str | None = None) -> str:
+    """The libsndfile subtype an output of format ``fmt`` is written with.
+
+    ``subtype`` given (e.g. ``PCM_24``, ``FLOAT``) → that one, if the format can hold it.
+    Otherwise the input's own sample format where the output format can hold it (24-bit in →
+    24-bit out; float WAV → float WAV; float → 24-bit FLAC), else 16-bit; ``clip_mode="none"``
+    writes float WAV so that samples beyond ±1 survive.
+    """
+    if fmt not in FORMATS:
+        raise AudioError(f"unsupported output format '{fmt}' (use {', '.join(FORMATS)})")
+    major, default = FORMATS[fmt]
+    if major not in sf.available_formats():
+        raise AudioError(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {major}")
+    if fmt == "mp3":
+        if subtype not in (None, default):
+            raise AudioError(f"{major} output has no sample-format choice (got {subtype})")
+        return default
+    if subtype is not None:
+        if not sf.check_format(major, subtype):
+            raise AudioError(f"{major} cannot store {subtype} samples"
+                             + (" (FLAC holds integers only: use WAV for float)"
+                                if fmt == "flac" else ""))
+        return subtype
+    if clip_mode == "none" and fmt == "wav":
+        return "FLOAT"
+    if input_subtype in KEPT_SUBTYPES[fmt]:
+        return input_subtype
+    if fmt == "flac" and input_subtype in ("PCM_32", "FLOAT", "DOUBLE"):
+        return "PCM_24"
+    return default
 
 
 class AudioError(LvbdError):
@@ -203,13 +239,15 @@ class StreamWriter:
     """
 
     def __init__(self, path: str | Path, sample_rate: int, channels: int,
-                 clip_mode: str = "rescale", block_frames: int = 1 << 16):
+                 clip_mode: str = "rescale", block_frames: int = 1 << 16,
+                 subtype: str | None = None):
         self.path = Path(path)
         fmt = self.path.suffix.lower().lstrip(".")
         if fmt not in FORMATS:
             raise AudioError(f"unsupported output format '{self.path.suffix}' (use .wav or .flac)")
         if clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
+        self.subtype = output_subtype(fmt, None, clip_mode, subtype)
         self.sample_rate, self.channels, self.clip_mode = sample_rate, channels, clip_mode
         self.block_frames, self.peak, self._fmt = block_frames, 0.0, fmt
         self._final: str | None = None
@@ -260,9 +298,7 @@ class StreamWriter:
             self.abort()
             raise AudioError(f"cannot write {self.path}: {_reason(err)}") from None
         scale = 1.0 / self.peak if self.clip_mode == "rescale" and self.peak > 1.0 else 1.0
-        major, subtype = FORMATS[self._fmt]
-        if self.clip_mode == "none" and self._fmt == "wav":
-            subtype = "FLOAT"
+        major, subtype = FORMATS[self._fmt][0], self.subtype
         final_tmp = None
         try:
             fd, final_tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",

@@ -1,4 +1,8 @@
-"""Command line: ``lvbd {separate,train,evaluate,data,plot,env}``; ``main(argv) -> exit code``."""
+"""Command line entry point: ``get_parser()`` and ``main(argv) -> exit code``.
+
+Only the command being run is imported (torch, numpy and scipy stay unloaded for ``--help``),
+so ``lvbd --help`` and ``lvbd separate --help`` answer at once.
+"""
 from __future__ import annotations
 
 import argparse
@@ -15,29 +19,60 @@ from .errors import LvbdError
 log = logging.getLogger("lvbd")
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3", ".w64",
                   ".caf", ".opus"}
+DESCRIPTION = ("Separate recordings of several people talking at once into one file per "
+               "talker, and train, evaluate and ship the models that do it.")
+EPILOG = """examples:
+  lvbd separate talk.wav                  # -> separated/default/talk/source1.wav, source2.wav
+  lvbd separate recordings/ -o out --flac # every audio file below recordings/
+  lvbd evaluate --set data/test           # score the shipped model on every test set
+  lvbd COMMAND --help                     # the options of one command"""
 # command -> (module, help); each module has add_arguments(parser) and run(args) -> int
 COMMANDS = {
-    "separate": ("lvbd.cli_separate", "separate audio files into their sources"),
+    "separate": ("lvbd.cli_separate", "separate audio files into one file per talker"),
+    "evaluate": ("lvbd.evaluate", "score a model or an oracle on test sets (SI-SDRi, SDRi, ...)"),
     "train": ("lvbd.train", "train a model from a YAML config"),
-    "evaluate": ("lvbd.evaluate", "evaluate a model or an oracle on a test set"),
-    "data": ("lvbd.data.cli", "build the offline corpus and test sets; print its statistics"),
-    "plot": ("lvbd.plot", "plot learning curves of a run"),
+    "data": ("lvbd.data.cli", "build the offline training corpus and test sets; show statistics"),
     "export": ("lvbd.export", "turn a training checkpoint into a shippable model file"),
+    "plot": ("lvbd.plot", "plot the learning curves of training runs"),
+    "env": (None, "print versions of lvbd and its dependencies, for bug reports"),
 }
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lvbd", description=__doc__.splitlines()[0])
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows ``(default: X)`` after every option with a meaningful default not already named."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or "default" in text.lower()
+                or action.default in (None, False, True, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """``-v``/``-q`` before or after the command; below the top level they only set if given."""
+    default = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("-v", "--verbose", action="store_true", **default,
+                        help="show debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", **default,
+                        help="show only warnings and errors; no progress bars")
+
+
+def get_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
+    """The ``lvbd`` parser; the options of ``commands`` only (default: all, which imports all)."""
+    parser = argparse.ArgumentParser(prog="lvbd", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"lvbd {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(cmd)
+        cmd = sub.add_parser(name, help=help_text, description=help_text,
+                             formatter_class=HelpFormatter, conflict_handler="resolve")
+        if module is not None and (commands is None or name in commands):
+            importlib.import_module(module).add_arguments(cmd)
+        _add_common(cmd, top=False)
         cmd.set_defaults(_module=module)
-    env = sub.add_parser("env", help="print versions for bug reports")
-    env.set_defaults(_module=None)
     return parser
 
 
@@ -56,37 +91,66 @@ def print_env() -> int:
     return 0
 
 
-def expand_inputs(items: list[str]) -> list[Path]:
-    """Files, folders (recursive, audio suffixes) and globs → sorted unique paths, in order.
+def find_inputs(items: list[str]) -> list[tuple[Path, Path]]:
+    """Files, folders (recursive, audio suffixes) and globs → ``(path, relative name)`` pairs.
 
-    A name that matches nothing, or a folder without audio files, is kept so that the caller
-    reports it instead of silently doing less than asked.
+    The relative name is the path below the argument that found the file: the file name for a
+    file argument, the path below the folder for a folder, the path below a glob's fixed leading
+    folders (``in/**/*.wav`` → ``album/song.wav``). Order is kept and duplicates (the same file
+    reached twice) dropped. A glob that matches nothing raises ``LvbdError``; a missing file or
+    a folder without audio files is kept so that the caller reports it for that input.
     """
-    paths: list[Path] = []
+    found: list[tuple[Path, Path]] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
-                           and p.is_file())
-            paths += found or [path]
-        elif path.exists():
-            paths.append(path)
-        elif glob.has_magic(item):
-            paths += sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            found += _folder(path, path) or [(path, Path(path.name))]
+        elif path.exists() or not glob.has_magic(item):
+            found.append((path, Path(path.name)))
         else:
-            paths.append(path)
+            parts = path.parts
+            fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+            base = Path(*parts[:fixed]) if fixed else Path(".")
+            matches = []
+            for match in sorted(glob.glob(item, recursive=True)):
+                match = Path(match)
+                if match.is_dir():
+                    matches += _folder(match, base)
+                elif match.is_file():
+                    matches.append((match, match.relative_to(base)))
+            if not matches:
+                raise LvbdError(f"no files match {item}")
+            found += matches
     seen: set[Path] = set()
-    return [p for p in paths if not (p in seen or seen.add(p))]
+    return [(p, rel) for p, rel in found
+            if not (p.resolve() in seen or seen.add(p.resolve()))]
+
+
+def _folder(folder: Path, base: Path) -> list[tuple[Path, Path]]:
+    return [(p, p.relative_to(base)) for p in sorted(folder.rglob("*"))
+            if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()]
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """The paths of :func:`find_inputs`."""
+    return [path for path, _ in find_inputs(items)]
 
 
 def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+def _command(argv: list[str]) -> str | None:
+    """The command named in ``argv`` (top-level options take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = get_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = get_parser({_command(argv)} & set(COMMANDS))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else
+                        logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args._module is None:

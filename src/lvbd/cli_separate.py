@@ -1,40 +1,243 @@
-"""``lvbd separate``: files, folders and globs → ``out/{track}/source{k}.{ext}``."""
+"""``lvbd separate``: files, folders and globs → ``OUT/{model}/{track}/source{k}.{ext}``.
+
+Output folders (demucs layout, README "Where the outputs go"):
+
+- ``model`` is ``default`` (the shipped model) or the checkpoint's file name without suffix;
+- ``track`` is the input's path below the argument that found it, without its extension: the
+  file name for a file argument (``a/x/mix.wav`` → ``mix``), the path below a folder argument
+  (``in/`` → ``x/mix``), the path below a glob's fixed folders (``'in/*/*.wav'`` → ``x/mix``);
+- inputs of one call that would share a folder keep their extension (``eq.ogg``, ``eq.mp3``);
+  if that still clashes, leading folders of their paths are added until the names differ
+  (``a/x/mix.wav``, ``b/x/mix.wav``);
+- each track folder records the input and model that filled it (``.lvbd.json``). A folder that
+  holds another input's outputs (or outputs it has no record of) is never written to, not even
+  with ``--force``: the input moves on to its next name as above (``x`` → ``x.wav``).
+- An input is skipped only when its folder already holds its outputs from the same model;
+  ``--force`` re-separates it. Skips are counted in the summary line.
+"""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
+import os
+import re
 import sys
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from .audio import CLIP_MODES
 from .errors import LvbdError
 
 log = logging.getLogger("lvbd.separate")
 _WORKER: dict = {}
+RECORD = ".lvbd.json"
+CLIP_MODES = ("rescale", "clamp", "none")  # as lvbd.audio.CLIP_MODES (not imported: fast --help)
+BITS = {"int16": "PCM_16", "int24": "PCM_24", "float32": "FLOAT"}
+_OUTPUT = re.compile(r"^source\d+\.\w+$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="audio files, folders (searched recursively) or globs")
-    parser.add_argument("-o", "--out", default="separated", help="output folder (default: %(default)s)")
-    parser.add_argument("--model", default="default",
-                        help="'default' (the shipped model) or a checkpoint .safetensors path")
-    parser.add_argument("--segment", type=float, default=None,
-                        help="segment length in seconds (default: twice the model's training segment)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="segment overlap fraction")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+                        help="audio files (any format soundfile reads: wav, flac, ogg, mp3, ...), "
+                             "folders (searched recursively) or quoted globs like 'in/**/*.wav'")
+    parser.add_argument("-o", "--out", default="separated", metavar="DIR",
+                        help="outputs go to DIR/MODEL/TRACK/source1.wav, source2.wav, ... "
+                             "(default: %(default)s)")
+    parser.add_argument("-n", "--name", "--model", dest="model", default="default",
+                        metavar="NAME|PATH",
+                        help="'default' (the shipped 2-talker model) or a .safetensors "
+                             "checkpoint; its file name without suffix is the MODEL folder "
+                             "(default: %(default)s)")
+    parser.add_argument("-d", "--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the model runs; auto: a CUDA GPU when there is one, else "
+                             "the CPU")
+    parser.add_argument("--segment", type=float, default=None, metavar="SECONDS",
+                        help="long files are separated in pieces of this length (default: "
+                             "twice the model's training segment, 8 s for the shipped model)")
+    parser.add_argument("--overlap", type=float, default=0.25, metavar="FRACTION",
+                        help="how much neighbouring pieces overlap, in [0, 1)")
     parser.add_argument("--clip-mode", default="rescale", choices=CLIP_MODES,
-                        help="rescale all sources if the peak exceeds 1, clamp, or none (float wav)")
-    parser.add_argument("--format", default="wav", choices=["wav", "flac"])
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("-j", "--jobs", type=int, default=1, help="files separated in parallel")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+                        help="outputs that would exceed full scale: rescale all sources of the "
+                             "file together, clamp each sample, or none (writes float WAV)")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--format", default="wav", choices=["wav", "flac", "mp3"],
+                     help="output file format")
+    fmt.add_argument("--flac", dest="format", action="store_const", const="flac",
+                     help="same as --format flac")
+    fmt.add_argument("--mp3", dest="format", action="store_const", const="mp3",
+                     help="same as --format mp3 (where libsndfile writes MP3, >= 1.1)")
+    bits = parser.add_mutually_exclusive_group()
+    for name, subtype in BITS.items():
+        bits.add_argument(f"--{name}", dest="bits", action="store_const", const=subtype,
+                          help=f"write {name.replace('int', '').replace('float', 'float ')}-bit "
+                               "samples; default: the input's own sample format where the output "
+                               "format can hold it, else 16-bit")
+    parser.add_argument("--force", action="store_true",
+                        help="separate again inputs whose outputs (same input, same model) exist")
+    parser.add_argument("-j", "--jobs", type=int, default=1,
+                        help="files separated in parallel (one process each)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="show only warnings and errors; no progress bars")
 
 
+# --------------------------------------------------------------------------- output folders
+@dataclass
+class Job:
+    path: Path           # the input
+    track: Path          # OUT/MODEL/TRACK
+    state: str           # "free" or "ours" (outputs of this input and model may exist there)
+
+
+def model_identity(spec: str) -> tuple[str, Path | None, str]:
+    """``--model`` → (folder name, checkpoint path or None if missing, sha256 prefix)."""
+    from .separate import pretrained_path
+
+    path = pretrained_path() if spec == "default" else Path(spec)
+    if not path.is_file():
+        return Path(spec).stem, None, ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return ("default" if spec == "default" else path.stem), path, digest.hexdigest()[:16]
+
+
+def _candidates(path: Path, rel: Path) -> list[Path]:
+    """Track names for one input, in order of preference (see the module docstring)."""
+    names = [rel.with_suffix("") if rel.suffix else rel, rel]
+    parts = path.resolve().parts[1:]  # without the root
+    names += [Path(*parts[-n:]) for n in range(len(rel.parts) + 1, len(parts) + 1)]
+    unique: list[Path] = []
+    for name in names:
+        if name not in unique:
+            unique.append(name)
+    return unique
+
+
+def _within_call(candidates: list[list[Path]]) -> list[int]:
+    """Per input the first level at which no two inputs of the call share a name."""
+    level = [0] * len(candidates)
+    while True:
+        names: dict[Path, list[int]] = {}
+        for i, cands in enumerate(candidates):
+            names.setdefault(cands[level[i]], []).append(i)
+        clashes = [group for group in names.values() if len(group) > 1]
+        if not clashes:
+            return level
+        for group in clashes:
+            for i in group:
+                level[i] = min(level[i] + 1, len(candidates[i]) - 1)
+
+
+def _read_record(track: Path) -> dict | None:
+    try:
+        return json.loads((track / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _folder_state(track: Path, input_path: Path, model_sha: str) -> str:
+    """``free``, ``ours``, ``other-model`` (same input, another model of this name) or ``taken``."""
+    if not track.exists():
+        return "free"
+    if not track.is_dir():
+        return "taken"
+    record = _read_record(track)
+    if record is None:
+        try:
+            outputs = [p for p in track.iterdir() if _OUTPUT.match(p.name)]
+        except OSError:
+            return "taken"
+        return "taken" if outputs else "free"
+    if record.get("input") != str(input_path.resolve()):
+        return "taken"
+    return "ours" if record.get("model_sha256") == model_sha else "other-model"
+
+
+def plan_jobs(inputs: list[tuple[Path, Path]], model_dir: Path, model_sha: str,
+              force: bool) -> list[Job | str]:
+    """One output folder per input (a :class:`Job`), or an error line for that input."""
+    candidates = [_candidates(path, rel) for path, rel in inputs]
+    levels = _within_call(candidates)
+    claimed: set[Path] = set()
+    jobs: list[Job | str] = []
+    for (path, _), cands, level in zip(inputs, candidates, levels):
+        chosen = None
+        for name in cands:  # a folder that already holds this input's outputs, at any level
+            if name in claimed:
+                continue
+            state = _folder_state(model_dir / name, path, model_sha)
+            if state == "ours" or (state == "other-model" and force):
+                chosen = Job(path, model_dir / name, "ours")
+                break
+            if state == "other-model":
+                record = _read_record(model_dir / name)
+                chosen = (f"{model_dir / name} holds outputs of this input from another model "
+                          f"also named '{model_dir.name}' ({record.get('model_file')}); use "
+                          f"another -o, or --force to replace them")
+                break
+        if chosen is None:
+            for name in cands[level:]:
+                if name not in claimed and _folder_state(model_dir / name, path,
+                                                         model_sha) == "free":
+                    chosen = Job(path, model_dir / name, "free")
+                    break
+        if chosen is None:
+            chosen = f"{path}: every output folder name for it is taken in {model_dir}"
+        if isinstance(chosen, Job):
+            claimed.add(chosen.track.relative_to(model_dir))
+        jobs.append(chosen)
+    return jobs
+
+
+def _check_out(out: Path) -> None:
+    """Fail in one line, before any work, if ``out`` cannot be created; create nothing."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LvbdError(f"cannot create output folder {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LvbdError(f"cannot create output folder {out}: Permission denied")
+
+
+def _missing_dirs(tracks: list[Path], out: Path) -> list[Path]:
+    """Folders from ``out`` down to each track's parent that do not exist yet (deepest first)."""
+    missing: set[Path] = set()
+    for track in tracks:
+        for folder in [track.parent, *track.parent.parents]:
+            if folder.exists():
+                break
+            missing.add(folder)
+            if folder == out:
+                break
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()  # only if empty: never removes anything but our own folders
+        except OSError:
+            pass
+
+
+def _write_record(track: Path, path: Path, model: dict) -> None:
+    record = {"input": str(path.resolve()), **model}
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{RECORD}.", suffix=".tmp", dir=track)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, track / RECORD)
+    except OSError as err:
+        log.warning("could not record the input of %s (%s): a later call will not recognise "
+                    "these outputs as its own", track, err.strerror or err)
+
+
+# --------------------------------------------------------------------------- separating
 def load_separator(model: str, device: str, segment: float | None, overlap: float):
     from .separate import Separator
 
@@ -44,19 +247,16 @@ def load_separator(model: str, device: str, segment: float | None, overlap: floa
         raise LvbdError(f"--model: {err}") from None
 
 
-def track_dirs(paths: list[Path], out: Path) -> list[Path]:
-    """One output folder per input; inputs with the same name get their parent's name added."""
-    stems = [p.stem for p in paths]
-    return [out / (s if stems.count(s) == 1 else f"{p.parent.name or 'root'}_{s}")
-            for s, p in zip(stems, paths)]
+def separate_one(sep, job: Job, fmt: str, clip_mode: str, force: bool, bits: str | None,
+                 model: dict, progress: bool) -> tuple[str, str]:
+    """Separate one file → (status, one line): status ``separated`` or ``skipped``.
 
-
-def separate_one(sep, path: Path, track: Path, fmt: str, clip_mode: str, force: bool,
-                 progress: bool) -> str:
-    """Separate one file; return a one-line status. Raises LvbdError on failure."""
+    Raises LvbdError on failure.
+    """
+    path, track = job.path, job.track
     targets = [track / f"source{k + 1}.{fmt}" for k in range(sep.n_sources)]
-    if not force and any(t.exists() for t in targets):
-        return f"skipped {path}: outputs exist in {track} (use --force to overwrite)"
+    if job.state == "ours" and not force and any(t.exists() for t in targets):
+        return "skipped", f"skipped {path}: outputs exist in {track} (use --force to overwrite)"
     from . import audio
 
     if path.is_dir():
@@ -72,81 +272,111 @@ def separate_one(sep, path: Path, track: Path, fmt: str, clip_mode: str, force: 
     start = time.perf_counter()
     try:
         outputs, result = sep.separate_to_files(
-            path, track, fmt=fmt, clip_mode=clip_mode,
+            path, track, fmt=fmt, clip_mode=clip_mode, subtype=bits,
             on_progress=(lambda n: bar.update(n / head.samplerate)) if bar else None)
     finally:
         if bar is not None:
             bar.close()
+    _write_record(track, path, model)
     took = time.perf_counter() - start
     conf = result.confidence
     conf_txt = "" if conf is None else " confidence " + " ".join(f"{c:.2f}" for c in conf)
-    return (f"{path} -> {track}/ ({len(outputs)} sources, {head.frames / head.samplerate:.1f} s "
-            f"in {took:.1f} s, RTF {took / max(head.frames / head.samplerate, 1e-9):.3f}{conf_txt})")
+    return "separated", (
+        f"{path} -> {track}/ ({len(outputs)} sources, {head.frames / head.samplerate:.1f} s "
+        f"in {took:.1f} s, RTF {took / max(head.frames / head.samplerate, 1e-9):.3f}{conf_txt})")
 
 
 def _init_worker(model, device, segment, overlap, threads):
+    import torch
+
     torch.set_num_threads(threads)
     _WORKER["sep"] = load_separator(model, device, segment, overlap)
 
 
-def _work(job):
-    path, track, fmt, clip_mode, force = job
+def _attempt(sep, job: Job, options: tuple, progress: bool) -> tuple[str, str]:
     try:
-        return True, separate_one(_WORKER["sep"], path, track, fmt, clip_mode, force, False)
+        return separate_one(sep, job, *options, progress)
     except LvbdError as err:
-        return False, f"{path}: {err}"
+        return "failed", f"{job.path}: {err}"
     except OSError as err:
-        return False, f"{path}: {err.strerror or err}"
+        return "failed", f"{job.path}: {err.strerror or err}"
+
+
+def _work(item):
+    job, options = item
+    return _attempt(_WORKER["sep"], job, options, False)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import expand_inputs, show_progress
+    from .cli import find_inputs, show_progress
 
     if args.jobs < 1:
         raise LvbdError(f"--jobs must be >= 1, got {args.jobs}")
-    paths = expand_inputs(args.files)
-    if not paths:
-        raise LvbdError("no input files found")
-    out = Path(args.out)
+    from . import audio
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise LvbdError(f"cannot create output folder {out}: {err.strerror}") from None
-    jobs = [(p, t, args.format, args.clip_mode, args.force)
-            for p, t in zip(paths, track_dirs(paths, out))]
-    if args.jobs == 1 or len(jobs) == 1:
-        sep = load_separator(args.model, args.device, args.segment, args.overlap)
-        progress = show_progress(args.quiet)
-        results = []
-        for path, track, fmt, clip_mode, force in jobs:
-            try:
-                results.append((True, separate_one(sep, path, track, fmt, clip_mode, force,
-                                                   progress)))
-            except LvbdError as err:
-                results.append((False, f"{path}: {err}"))
-            except OSError as err:
-                results.append((False, f"{path}: {err.strerror or err}"))
-            _report(*results[-1], args.quiet)
-    else:
-        load_separator(args.model, args.device, args.segment, args.overlap)  # fail fast
-        threads = max(1, torch.get_num_threads() // args.jobs)
-        with ProcessPoolExecutor(args.jobs, initializer=_init_worker,
-                                 initargs=(args.model, args.device, args.segment, args.overlap,
-                                           threads)) as pool:
-            results = []
-            for res in pool.map(_work, jobs):
-                results.append(res)
-                _report(*res, args.quiet)
-    failed = sum(1 for ok, _ in results if not ok)
-    if failed:
-        sys.stderr.write(f"lvbd: {failed} of {len(jobs)} files failed\n")
-    return 1 if failed else 0
+        audio.output_subtype(args.format, None, args.clip_mode, args.bits)
+    except LvbdError as err:
+        flags = f"--{args.format}" + (f" --{_flag(args.bits)}" if args.bits else "")
+        raise LvbdError(f"{flags}: {err}") from None
+    inputs = find_inputs(args.files)
+    if not inputs:
+        raise LvbdError("no input files given")
+    out = Path(args.out)
+    _check_out(out)
+    name, model_path, model_sha = model_identity(args.model)
+    if model_path is None:
+        load_separator(args.model, args.device, args.segment, args.overlap)  # the error
+    model = {"model": name, "model_file": str(model_path.resolve()), "model_sha256": model_sha}
+    planned = plan_jobs(inputs, out / name, model_sha, args.force)
+    jobs = [j for j in planned if isinstance(j, Job)]
+    created = _missing_dirs([j.track for j in jobs], out)
+    options = (args.format, args.clip_mode, args.force, args.bits, model)
+    quiet = getattr(args, "quiet", False)
+    results: list[tuple[str, str]] = []
+    try:
+        for item in planned:
+            if not isinstance(item, Job):
+                results.append(("failed", item))
+                _report(*results[-1], quiet)
+        if args.jobs == 1 or len(jobs) <= 1:
+            sep = load_separator(args.model, args.device, args.segment, args.overlap) \
+                if jobs else None
+            progress = show_progress(quiet)
+            for job in jobs:
+                results.append(_attempt(sep, job, options, progress))
+                _report(*results[-1], quiet)
+        else:
+            import torch
+            from concurrent.futures import ProcessPoolExecutor
+
+            load_separator(args.model, args.device, args.segment, args.overlap)  # fail fast
+            threads = max(1, torch.get_num_threads() // args.jobs)
+            with ProcessPoolExecutor(args.jobs, initializer=_init_worker,
+                                     initargs=(args.model, args.device, args.segment,
+                                               args.overlap, threads)) as pool:
+                for res in pool.map(_work, [(job, options) for job in jobs]):
+                    results.append(res)
+                    _report(*res, quiet)
+    finally:
+        _remove_empty(created)  # a failed (or interrupted) run leaves no empty folder
+    counts = {status: sum(1 for s, _ in results if s == status)
+              for status in ("separated", "skipped", "failed")}
+    if not quiet or counts["skipped"] or counts["failed"]:
+        sys.stderr.write(f"lvbd: {len(results)} files: {counts['separated']} separated, "
+                         f"{counts['skipped']} skipped, "
+                         f"{counts['failed']} failed\n")
+    return 1 if counts["failed"] else 0
 
 
-def _report(ok: bool, line: str, quiet: bool) -> None:
-    if not ok:
+def _flag(subtype: str | None) -> str:
+    return next(k for k, v in BITS.items() if v == subtype)
+
+
+def _report(status: str, line: str, quiet: bool) -> None:
+    if status == "failed":
         sys.stderr.write(f"lvbd: error: {line}\n")
-    elif line.startswith("skipped"):
+    elif status == "skipped":
         log.warning(line)  # even with --quiet: the user must learn that nothing was written
     elif not quiet:
         log.info(line)

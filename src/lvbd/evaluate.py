@@ -1,7 +1,8 @@
 """``lvbd evaluate``: score a model or a baseline on Libri2Mix-style test sets.
 
-A set is a folder ``<set>/<K>spk/`` with ``mix/``, ``s1/`` … ``sK/`` and a ``metadata.csv``
-(columns ``mixture_ID, mixture_path, source_1_path, …, source_K_path[, length]``). For each set
+A set is a Libri2Mix/WHAM!-style folder: ``mix/`` (or ``mix_clean/``) and ``s1/`` … ``sK/``
+matched by file name, optionally with a ``metadata.csv`` (columns ``mixture_ID, mixture_path,
+source_1_path, …, source_K_path``; see :mod:`lvbd.data.mixfolder`). For each set
 this writes ``<out>/<model>/<set>_<K>spk.csv`` (one row per mixture) and ``….json`` (means with
 95 % confidence intervals, counts, definitions and policies), and prints a table. Metrics and
 policies are those of :mod:`lvbd.metrics`; means over utterances use each utterance's mean
@@ -18,16 +19,15 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, audio
+from .data.mixfolder import TestSet, find_sets, read_set  # noqa: F401 (re-exported)
 from .errors import LvbdError
 from .metrics import (DEFAULT_METRICS, DEFINITIONS, METRICS, SILENT_POLICY, compute_metrics)
 
@@ -37,80 +37,9 @@ MODEL_CHOICES = ("default", "oracle-irm", "oracle-ibm", "oracle-psm", "mixture")
 CI_METHOD = "t-based 95% CI over per-utterance means: mean +- t(0.975, n-1) * sd / sqrt(n)"
 TABLE_COLUMNS = (("si_sdri", "SI-SDRi"), ("sdri", "SDRi"), ("pesq", "PESQ"), ("stoi", "STOI"),
                  ("estoi", "ESTOI"))
-_SET_DIR = re.compile(r"^\d+spk$")
-
-
-@dataclass
-class TestSet:
-    """One Libri2Mix-style set: ``items`` are (name, mixture path, [source paths])."""
-
-    name: str
-    root: Path
-    n_sources: int
-    items: list[tuple[str, Path, list[Path]]]
 
 
 # --------------------------------------------------------------------------- reading sets
-def _resolve(value: str, root: Path, folder: str) -> Path:
-    """A metadata path: absolute, relative to the set, to the working dir, or ``folder/NAME``."""
-    path = Path(value)
-    for candidate in ([path] if path.is_absolute() else [root / path, path]):
-        if candidate.is_file():
-            return candidate
-    fallback = root / folder / path.name
-    if fallback.is_file():
-        return fallback
-    raise LvbdError(f"{root / 'metadata.csv'} lists {value}, which is neither a file nor "
-                    f"{fallback}")
-
-
-def read_set(set_dir: str | Path) -> TestSet:
-    """Read ``metadata.csv`` of a set folder; LvbdError with one line for anything missing."""
-    root = Path(set_dir)
-    if not root.is_dir():
-        raise LvbdError(f"no such test set directory: {root}")
-    meta = root / "metadata.csv"
-    if not meta.is_file():
-        raise LvbdError(f"{root} has no metadata.csv (expected a Libri2Mix-style set: "
-                        f"mix/, s1/.. sK/, metadata.csv)")
-    with open(meta, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        rows = list(reader)
-    source_columns = sorted((c for c in columns if re.fullmatch(r"source_\d+_path", c)),
-                            key=lambda c: int(c.split("_")[1]))
-    missing = {"mixture_ID", "mixture_path"} - set(columns)
-    if missing or not source_columns:
-        raise LvbdError(f"{meta} lacks the columns {sorted(missing) or ['source_1_path']}")
-    K = len(source_columns)
-    if source_columns != [f"source_{k}_path" for k in range(1, K + 1)]:
-        raise LvbdError(f"{meta} has source columns {source_columns}, expected source_1_path.."
-                        f"source_{K}_path")
-    if _SET_DIR.match(root.name) and int(root.name[:-3]) != K:
-        raise LvbdError(f"{root} is named {root.name} but metadata.csv lists {K} sources")
-    if not rows:
-        raise LvbdError(f"{meta} lists no mixtures")
-    items = [(row["mixture_ID"], _resolve(row["mixture_path"], root, "mix"),
-              [_resolve(row[c], root, f"s{k + 1}") for k, c in enumerate(source_columns)])
-             for row in rows]
-    name = f"{root.parent.name}/{root.name}" if _SET_DIR.match(root.name) else root.name
-    return TestSet(name=name, root=root, n_sources=K, items=items)
-
-
-def find_sets(path: str | Path) -> list[Path]:
-    """``path`` if it holds metadata.csv, else every ``*/Kspk`` (or ``Kspk``) set below it."""
-    root = Path(path)
-    if not root.is_dir():
-        raise LvbdError(f"no such test set directory: {root}")
-    if (root / "metadata.csv").is_file():
-        return [root]
-    found = sorted({p.parent for pattern in ("*/metadata.csv", "*/*/metadata.csv")
-                    for p in root.glob(pattern) if _SET_DIR.match(p.parent.name)})
-    if not found:
-        raise LvbdError(f"{root} holds no metadata.csv and no */Kspk/metadata.csv test sets")
-    return found
-
-
 def _load_mono(path: Path) -> tuple[np.ndarray, int]:
     wav, sample_rate = audio.load(path)
     if wav.shape[0] > 1:
@@ -405,19 +334,22 @@ def format_table(summary: dict | list[dict]) -> str:
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="default", metavar="NAME|PATH",
+    parser.add_argument("-n", "--name", "--model", dest="model", default="default",
+                        metavar="NAME|PATH",
                         help=f"one of {', '.join(MODEL_CHOICES)} or a checkpoint path "
                              f"(default: %(default)s)")
     parser.add_argument("--set", dest="sets", action="append", required=True, metavar="DIR",
-                        help="a <set>/<K>spk folder, or a parent folder: every */Kspk set below "
-                             "it is evaluated; repeatable")
+                        help="a set folder (mix/ or mix_clean/ and s1/.. sK/, matched by file "
+                             "name; metadata.csv optional), or a parent folder: every */Kspk "
+                             "set below it is evaluated; repeatable")
     parser.add_argument("--out", default="results", metavar="DIR",
                         help="results go to DIR/<model>/ (default: %(default)s)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                         help=f"comma-separated, from {','.join(METRICS)} (default: %(default)s)")
     parser.add_argument("--max-items", type=int, default=None, metavar="N",
                         help="score only the first N mixtures of each set")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="show only warnings and errors; no progress bar")
 
 
 def _expand_sets(values: list[str]) -> list[tuple[Path, bool]]:

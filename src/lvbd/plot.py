@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    if not Path(run_dir).is_dir():
+        raise LvbdError(f"no such run folder: {run_dir}")
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise LvbdError(f"no metrics.jsonl in {run_dir}")
@@ -26,15 +28,21 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
-    """Write ``si_sdri.png`` (train and valid), ``loss_terms.png`` and ``lr.png`` into ``out``."""
+    """Write ``si_sdri.png`` (train and valid), ``loss_terms.png`` and ``lr.png`` into ``out``.
+
+    Every run is read before anything is created: a bad run folder leaves no empty ``out``.
+    """
+    runs = {Path(r).name: read_metrics(r) for r in run_dirs}
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = {Path(r).name: read_metrics(r) for r in run_dirs}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LvbdError(f"cannot create output folder {out}: {err.strerror}") from None
     written = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, rows in runs.items():
@@ -87,8 +95,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders with metrics.jsonl")
-    parser.add_argument("-o", "--out", default=None, help="output folder (default: RUN_DIR/plots)")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="training run folders (each with its metrics.jsonl)")
+    parser.add_argument("-o", "--out", default=None, metavar="DIR",
+                        help="where the PNG files go (default: the first RUN_DIR/plots)")
 
 
 def run(args: argparse.Namespace) -> int:

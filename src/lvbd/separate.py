@@ -191,12 +191,18 @@ def _as_array(wav, name: str = "wav") -> np.ndarray:
 class Separator:
     """A loaded model plus inference settings.
 
-    >>> sep = Separator.from_pretrained()
+    >>> sep = Separator.from_pretrained()           # device "auto": CUDA when present, else CPU
     >>> est = sep.separate(wav, sample_rate)        # Tensor (K, C, L) at the input rate
+    >>> sep.separate_to_files("mix.flac", "out/mix")  # out/mix/source{k}.flac, constant memory
+
+    ``device=None`` (the constructor's default) keeps the model where it is.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Config, device: str = "cpu",
+    def __init__(self, model: torch.nn.Module, cfg: Config, device: str | None = None,
                  segment: float | None = None, overlap: float = 0.25, name: str = "model"):
+        if device is None:
+            first = next(iter(model.parameters()), None)
+            device = "cpu" if first is None else first.device
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.cfg, self.name = cfg, name
@@ -214,19 +220,20 @@ class Separator:
         return self.cfg.model.sample_rate
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", **kwargs) -> "Separator":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs) -> "Separator":
         model, cfg, _ = load_model(path)
         return cls(model, cfg, device=device, name=Path(path).stem, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, name: str = "default", device: str = "cpu",
+    def from_pretrained(cls, name: str = "default", device: str = "auto",
                         **kwargs) -> "Separator":
+        """A model shipped inside the package; ``device="auto"`` as in ``lvbd separate``."""
         path = pretrained_path(name)
         model, cfg, _ = load_model(path)
         return cls(model, cfg, device=device, name=name, **kwargs)
 
     @classmethod
-    def load(cls, spec: str, device: str = "cpu", **kwargs) -> "Separator":
+    def load(cls, spec: str, device: str = "auto", **kwargs) -> "Separator":
         """``'default'`` (the shipped model) or a checkpoint path → Separator."""
         if spec == "default":
             return cls.from_pretrained(device=device, **kwargs)
@@ -238,9 +245,12 @@ class Separator:
                  on_progress: Callable[[int], None] | None = None):
         """Separate ``wav`` ``(L,)`` or ``(C, L)`` → Tensor ``(K, C, L)`` at the input rate.
 
-        With ``return_confidence`` also a numpy ``(K,)`` confidence in [0, 1] from the posterior
-        variance (None for models without a posterior).
+        ``wav`` may be a numpy array, a tensor or a list; the result is a Tensor for all of them
+        (float32, or a float tensor's own dtype and device). With ``return_confidence`` also a
+        Tensor ``(K,)`` in [0, 1] from the posterior variance (None for models without one).
         """
+        like = wav if torch.is_tensor(wav) and wav.is_floating_point() else None
+        device = wav.device if torch.is_tensor(wav) else torch.device("cpu")
         wav = _as_array(wav)
         if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise LvbdError(f"sample_rate must be a positive integer, got {sample_rate!r}")
@@ -250,7 +260,13 @@ class Separator:
                                  channels, self.segment, self.overlap, self.device, result,
                                  on_progress)
         est = torch.from_numpy(np.concatenate(list(blocks), axis=-1))  # (K, C, L)
-        return (est, result.confidence) if return_confidence else est
+        est = est.to(device=device, dtype=torch.float32 if like is None else like.dtype)
+        if not return_confidence:
+            return est
+        conf = result.confidence
+        if conf is not None:
+            conf = torch.from_numpy(conf.astype(np.float32)).to(device=device, dtype=est.dtype)
+        return est, conf
 
     def separate_file(self, path: str | Path, return_confidence: bool = False):
         """Read ``path`` (any format soundfile reads) → (Tensor (K, C, L), sample_rate)."""
@@ -265,15 +281,20 @@ class Separator:
     def separate_to_files(self, path: str | Path, out_dir: str | Path, fmt: str = "wav",
                           clip_mode: str = "rescale",
                           on_progress: Callable[[int], None] | None = None,
-                          block_seconds: float = 30.0) -> tuple[list[Path], StreamResult]:
+                          block_seconds: float = 30.0,
+                          subtype: str | None = None) -> tuple[list[Path], StreamResult]:
         """Stream ``path`` through the model into ``out_dir/source{k}.{fmt}`` (constant memory).
 
-        Outputs appear only when complete and all together (:func:`audio.commit_all`); on any
-        error none are left behind, existing ones stay as they were, and a track folder this call
-        created is removed again.
+        ``fmt``: ``wav``, ``flac`` or ``mp3``. ``subtype`` (``PCM_16``, ``PCM_24``, ``FLOAT``…;
+        default: the input's own sample format where ``fmt`` can hold it, see
+        :func:`audio.output_subtype`). Returns the output paths and a :class:`StreamResult`
+        (``.confidence``: numpy ``(K,)`` or None). Outputs appear only when complete and all
+        together (:func:`audio.commit_all`); on any error none are left behind, existing ones
+        stay as they were, and a track folder this call created is removed again.
         """
         path, out_dir = audio.check_input(path), Path(out_dir)
         head = audio.info(path)
+        subtype = audio.output_subtype(fmt, head.subtype, clip_mode, subtype)
         length, sample_rate, channels = head.frames, head.samplerate, head.channels
         if length <= 0:
             raise LvbdError(f"{path} holds no samples")
@@ -289,7 +310,7 @@ class Separator:
         try:
             for k in range(self.n_sources):
                 writers.append(audio.StreamWriter(out_dir / f"source{k + 1}.{fmt}", sample_rate,
-                                                  channels, clip_mode))
+                                                  channels, clip_mode, subtype=subtype))
             for block in separate_stream(self.model, reader.read, length, sample_rate, channels,
                                          self.segment, self.overlap, self.device, result,
                                          on_progress):

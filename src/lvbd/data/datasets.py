@@ -163,41 +163,30 @@ class FixedValidSet(Dataset):
 
 
 class MixtureFolderDataset(Dataset):
-    """A Libri2Mix-style folder (``metadata.csv`` + ``mix/``, ``s1/``…) → items
-    ``(mixture (L,), stems (K, L), name)``; paths in the CSV may be relative to the folder."""
+    """A Libri2Mix/WHAM!-style folder (``mix/``, ``s1/``… matched by file name, ``metadata.csv``
+    optional; :mod:`lvbd.data.mixfolder`) → items ``(mixture (L,), stems (K, L), name)``."""
 
     def __init__(self, root: str | Path, sample_rate: int | None = None):
-        self.root = Path(root)
-        meta = self.root / "metadata.csv"
-        if not meta.exists():
-            raise LvbdError(f"no metadata.csv in {self.root} (expected a test set folder "
-                            f"such as data/test/id/2spk)")
-        with open(meta, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            fields = reader.fieldnames or []
-            self.rows = list(reader)
-        self.n_sources = sum(1 for f in fields
-                             if f.startswith("source_") and f.endswith("_path"))
-        if "mixture_path" not in fields or self.n_sources == 0:
-            raise LvbdError(f"{meta} lacks mixture_path / source_k_path columns")
+        from .mixfolder import read_set
+
+        test_set = read_set(root)
+        self.root, self.n_sources, self.items = test_set.root, test_set.n_sources, test_set.items
         self.sample_rate = sample_rate
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.items)
 
-    def _load(self, path: str) -> np.ndarray:
-        full = Path(path) if Path(path).is_absolute() else self.root / path
-        wav, rate = load(full)
+    def _load(self, path: Path) -> np.ndarray:
+        wav, rate = load(path)
         wav = wav.mean(axis=0)
         if self.sample_rate is not None and rate != self.sample_rate:
             wav = resample(wav, rate, self.sample_rate)
         return wav
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-        row = self.rows[index]
-        mixture = self._load(row["mixture_path"])
-        stems = np.stack([self._load(row[f"source_{k + 1}_path"])
-                          for k in range(self.n_sources)])  # (K, L)
+        name, mixture_path, source_paths = self.items[index]
+        mixture = self._load(mixture_path)
+        stems = np.stack([self._load(p) for p in source_paths])  # (K, L)
         if stems.shape[1] != mixture.shape[0]:
-            raise LvbdError(f"{row['mixture_ID']}: sources and mixture differ in length")
-        return torch.from_numpy(mixture), torch.from_numpy(stems), row["mixture_ID"]
+            raise LvbdError(f"{name}: sources and mixture differ in length")
+        return torch.from_numpy(mixture), torch.from_numpy(stems), name
