@@ -46,9 +46,10 @@ def _run(cmd: list[str], text_input: str | None = None) -> bytes:
     except (OSError, subprocess.TimeoutExpired) as err:
         raise SynthesisError(f"{cmd[0]} failed: {err}") from None
     if proc.returncode != 0:
-        message = proc.stderr.decode(errors="replace").strip().splitlines()
+        message = [line for line in proc.stderr.decode(errors="replace").splitlines()
+                   if line.strip() and "closing a file left open" not in line]
         raise SynthesisError(f"{cmd[0]} exited {proc.returncode}: "
-                             f"{message[-1] if message else 'no message'}")
+                             f"{' / '.join(message[-2:]) if message else 'no message'}")
     return proc.stdout
 
 
@@ -101,31 +102,44 @@ def synthesize_raw(voice: Voice, text: str, executables: dict[str, str] | None =
 def festival_batch(voice: Voice, texts: list[str], executables: dict[str, str] | None = None
                    ) -> list[tuple[np.ndarray, int] | SynthesisError]:
     """Speak many texts in one ``festival -b`` process (its start-up dominates one utterance;
-    output is identical to one process per text). A text that fails gets its error."""
+    output is identical to one process per text). A text that fails gets its error; festival
+    stops at a failing text, so the texts after it are spoken by a fresh process."""
     exe = executable("festival", executables)
     info = FESTIVAL_VOICES.get(voice.voice)
     if info is None:
         raise SynthesisError(f"festival has no voice '{voice.voice}' in lvbd's list")
+    out: list[tuple[np.ndarray, int] | SynthesisError | None] = [None] * len(texts)
     with tempfile.TemporaryDirectory(prefix="lvbd-festival-") as tmp:
-        lines = [f"({info.function})"]
-        for i, text in enumerate(texts):
-            quoted = text.replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) '
-                         f'"{Path(tmp) / f"{i}.wav"}" \'riff)')
-        script = Path(tmp) / "script.scm"
-        # festival reads bytes: each voice's lexicon expects its own 8-bit encoding
-        script.write_text("\n".join(lines) + "\n", encoding=info.encoding, errors="replace")
-        _run([exe, "-b", str(script)])
-        out: list[tuple[np.ndarray, int] | SynthesisError] = []
-        for i in range(len(texts)):
-            wav_path = Path(tmp) / f"{i}.wav"
+        start = 0
+        while start < len(texts):
+            lines = [f"({info.function})"]
+            for i in range(start, len(texts)):
+                quoted = texts[i].replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) '
+                             f'"{Path(tmp) / f"{i}.wav"}" \'riff)')
+            script = Path(tmp) / f"script{start}.scm"
+            # festival reads bytes: each voice's lexicon expects its own 8-bit encoding
+            script.write_text("\n".join(lines) + "\n", encoding=info.encoding, errors="replace")
+            error = None
             try:
-                if not wav_path.exists():
-                    raise SynthesisError(f"festival voice '{voice.voice}' wrote no audio")
-                out.append(_read_wav(wav_path, f"festival {voice.voice}"))
+                _run([exe, "-b", str(script)])
             except SynthesisError as err:
-                out.append(err)
-        return out
+                error = err
+            i = start
+            while i < len(texts) and (Path(tmp) / f"{i}.wav").exists():
+                try:
+                    out[i] = _read_wav(Path(tmp) / f"{i}.wav", f"festival {voice.voice}")
+                except SynthesisError as err:
+                    out[i] = err
+                i += 1
+            if error is None:
+                for j in range(i, len(texts)):
+                    out[j] = SynthesisError(f"festival voice '{voice.voice}' wrote no audio")
+                break
+            if i < len(texts):
+                out[i] = error
+            start = i + 1
+    return out
 
 
 def trim_silence(wav: np.ndarray, sample_rate: int, threshold_db: float = -40.0,
