@@ -1,4 +1,5 @@
-"""``lvbd data build`` (synthesize the corpus and test sets) and ``lvbd data stats``.
+"""``lvbd data build`` (synthesize the corpus and test sets), ``lvbd data stats`` and
+``lvbd data pack`` (a size-capped training corpus for a GPU machine; docs/gpu.md).
 
 Also runnable on its own: ``python -m lvbd.data.cli build --out data --hours 10 --jobs 2``.
 """
@@ -27,8 +28,15 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="{build,stats}", required=True)
+    sub = parser.add_subparsers(dest="data_command", metavar="{build,stats,pack}", required=True)
     build = sub.add_parser("build", help="synthesize the corpus, manifest and fixed test sets",
                            description=__doc__)
     build.add_argument("--out", default="data", help="output folder (default: data)")
@@ -55,11 +63,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     stats = sub.add_parser("stats", help="hours / speakers / utterances per split and engine")
     stats.add_argument("root", nargs="?", default="data", help="corpus folder (default: data)")
+    pack = sub.add_parser("pack", help="copy a size-capped train/valid subset of a corpus "
+                          "(FLAC + manifest) for a GPU machine")
+    pack.add_argument("--root", default="data", help="source corpus (default: data)")
+    pack.add_argument("--out", required=True, help="pack folder to write, e.g. pack")
+    pack.add_argument("--max-mib", type=_positive_float, default=45.0,
+                      help="size limit of the whole pack in MiB (default: 45)")
+    pack.add_argument("--engines", nargs="+", choices=ENGINES, default=None,
+                      help="engines to keep (default: every engine in the manifest)")
+    pack.add_argument("--splits", nargs="+", default=["train", "valid"],
+                      help="manifest splits to keep (default: train valid)")
+    pack.add_argument("--valid-share", type=_non_negative, default=0.08,
+                      help="share of the size limit for the valid split (default: 0.08)")
+    pack.add_argument("--seed", type=int, default=0)
+    pack.add_argument("--force", action="store_true", help="replace an existing pack")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "stats":
         print(format_stats(corpus_stats(args.root)))
+        return 0
+    if args.data_command == "pack":
+        from .pack import PackConfig, build_pack
+
+        build_pack(args.root, args.out, PackConfig(
+            max_mib=args.max_mib, splits=tuple(args.splits),
+            engines=None if args.engines is None else tuple(args.engines),
+            valid_share=args.valid_share, seed=args.seed), force=args.force)
         return 0
     config = BuildConfig(
         hours=args.hours, sample_rate=args.sample_rate, jobs=args.jobs, seed=args.seed,
