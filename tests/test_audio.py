@@ -94,3 +94,49 @@ def test_stream_writer_abort_leaves_nothing(tmp_path):
     w.write(np.zeros((1, 10), np.float32))
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------ the level a user gets (issue 12, item 2)
+@pytest.mark.parametrize("suffix", ["wav", "flac"])
+@pytest.mark.parametrize("clip_mode", ["rescale", "clamp", "none"])
+@pytest.mark.parametrize("peak", [0.05, 0.5, 0.999])
+def test_stream_writer_keeps_the_level_below_full_scale(tmp_path, suffix, clip_mode, peak):
+    """Peak < 1: nothing to clip, so every mode writes the samples as they are (one 16-bit
+    step at most; a float WAV exactly) — no normalisation to full scale."""
+    rng = np.random.default_rng(2)
+    wav = rng.standard_normal((2, 3001)).astype(np.float32)
+    wav *= np.float32(peak / np.abs(wav).max())
+    with audio.StreamWriter(tmp_path / f"s.{suffix}", 8000, 2, clip_mode, block_frames=500) as w:
+        for i in range(0, wav.shape[1], 700):
+            w.write(wav[:, i:i + 700])
+        w.commit()
+    back, rate = sf.read(tmp_path / f"s.{suffix}", dtype="float32", always_2d=True)
+    assert rate == 8000 and back.T.shape == wav.shape
+    if clip_mode == "none" and suffix == "wav":
+        np.testing.assert_array_equal(back.T, wav)
+    else:
+        np.testing.assert_allclose(back.T, wav, atol=1 / 2 ** 15, rtol=0)
+    assert abs(np.abs(back).max() - peak) <= 1 / 2 ** 15
+
+
+def test_stream_writer_rescales_by_the_global_peak_only(tmp_path):
+    """One loud sample in the last block: 'rescale' divides the whole file by that peak,
+    'clamp' clips that sample alone (16-bit: within one step of the numpy result)."""
+    rng = np.random.default_rng(3)
+    wav = (0.4 * rng.uniform(-1, 1, (1, 4000))).astype(np.float32)
+    wav[0, 3900] = 2.5
+    for clip_mode, expected in (("rescale", wav / 2.5), ("clamp", np.clip(wav, -1, 1))):
+        path = tmp_path / f"{clip_mode}.wav"
+        with audio.StreamWriter(path, 8000, 1, clip_mode, block_frames=512) as w:
+            w.write(wav[:, :1000])
+            w.write(wav[:, 1000:])
+            w.commit()
+        back, _ = sf.read(path, dtype="float32", always_2d=True)
+        np.testing.assert_allclose(back.T, expected, atol=1 / 2 ** 15, rtol=0, err_msg=clip_mode)
+
+
+@pytest.mark.parametrize("peak", [0.3, 0.999])
+def test_save_keeps_the_level_below_full_scale(tmp_path, peak):
+    wav = (peak * np.sin(np.linspace(0, 60, 2000))[None]).astype(np.float32)
+    back, _ = audio.load(audio.save(tmp_path / "x.wav", wav, 8000, clip_mode="rescale"))
+    np.testing.assert_allclose(back, wav, atol=1 / 2 ** 15, rtol=0)

@@ -263,3 +263,99 @@ def test_gradients_finite_for_silent_references():
     Y = torch.zeros(1, 2, 2, 3, 4, requires_grad=True)  # silent references in the cross-talk
     amari_permutation_loss(crosstalk_matrix(Y)).sum().backward()
     assert torch.isfinite(Y.grad).all()
+
+
+# ------------------------------------------------------- independent references (issue 12, item 2)
+def test_si_sdr_matches_fast_bss_eval_with_dc_offsets():
+    """A different DC offset on the reference *and* the estimate: both must be made zero-mean
+    (fast_bss_eval ``zero_mean=True`` is the independent reference)."""
+    import fast_bss_eval
+
+    g = gen(20)
+    ref = torch.randn(4, 3, 2000, generator=g, dtype=torch.float64)
+    est = 0.8 * ref + 0.4 * torch.randn(4, 3, 2000, generator=g, dtype=torch.float64)
+    ref = ref + torch.linspace(-1.5, 2.0, 12, dtype=torch.float64).view(4, 3, 1)
+    est = est + torch.linspace(3.0, -0.7, 12, dtype=torch.float64).view(4, 3, 1)
+    theirs = fast_bss_eval.si_sdr(ref.numpy()[..., None, :], est.numpy()[..., None, :],
+                                  zero_mean=True, clamp_db=None)[..., 0]
+    ours = si_sdr(est, ref)
+    assert torch.allclose(ours, torch.as_tensor(theirs), atol=1e-6, rtol=0)
+    # the same through the pairwise matrix used by every PIT solver
+    C = pairwise_neg_si_sdr(est[0:1], ref[0:1])[0]
+    theirs_pair = fast_bss_eval.si_sdr(ref[0].numpy(), est[0].numpy(), zero_mean=True,
+                                       return_perm=False, clamp_db=None)
+    assert torch.allclose(-C.diagonal(), torch.as_tensor(theirs_pair), atol=1e-6, rtol=0)
+
+
+def _exact_covariance_samples(cov: torch.Tensor, N: int, seed: int) -> torch.Tensor:
+    """N samples (N, P) whose *sample* covariance (1/N, mean removed) is exactly ``cov``."""
+    z = torch.randn(N, cov.shape[0], generator=gen(seed), dtype=torch.float64)
+    z = z - z.mean(0, keepdim=True)
+    white = z @ torch.linalg.inv(torch.linalg.cholesky(z.T @ z / N)).T  # sample cov = I
+    return white @ torch.linalg.cholesky(cov).T
+
+
+@pytest.mark.parametrize("K,D", [(2, 1), (2, 3), (3, 2)])
+def test_block_tc_closed_form_on_gaussians(K, D):
+    """Ĉ = Cov(μ) + E[diag σ²] and L = Σ_{k≠j}‖Ĉ_kj‖² / Σ_k‖Ĉ_kk‖², checked on latents whose
+    sample covariance is exactly a chosen Σ and whose posterior variances are known."""
+    P = K * D
+    A = torch.randn(P, P, generator=gen(30 + P), dtype=torch.float64)
+    cov = A @ A.T / P + 0.5 * torch.eye(P, dtype=torch.float64)
+    B, T = 2, 64
+    u = _exact_covariance_samples(cov, B * T, seed=31) + 0.7  # (B·T, K·D); a mean is removed
+    mu = u.reshape(B, T, K, D).permute(0, 2, 3, 1).contiguous()  # (B, K, D, T)
+    var = torch.rand(P, generator=gen(32), dtype=torch.float64) + 0.2  # E[σ²] per coordinate
+    # σ² varies over batch and time around its mean: block_tc must average it over (B, T)
+    wobble = 1.0 + 0.5 * torch.sin(torch.arange(B * T, dtype=torch.float64)).reshape(B, 1, 1, T)
+    wobble = wobble / wobble.mean()
+    logvar = torch.log(var.view(1, K, D, 1) * wobble)
+    C = cov + torch.diag(var)
+    blocks = [[C[k * D:(k + 1) * D, j * D:(j + 1) * D].pow(2).sum() for j in range(K)]
+              for k in range(K)]
+    on = sum(blocks[k][k] for k in range(K))
+    off = sum(blocks[k][j] for k in range(K) for j in range(K) if k != j)
+    assert block_tc(mu, logvar).item() == pytest.approx((off / on).item(), rel=1e-9)
+
+
+def test_block_tc_posterior_variance_only_and_independent_blocks():
+    """μ constant (Cov μ = 0): Ĉ = diag(E σ²), no off-diagonal block → L = 0 exactly; and
+    block-diagonal Σ (independent sources, dependence inside a block) → L = 0 exactly."""
+    mu = torch.full((2, 2, 3, 10), 0.3, dtype=torch.float64)
+    logvar = torch.randn(2, 2, 3, 10, generator=gen(33), dtype=torch.float64)
+    assert block_tc(mu, logvar).item() == 0.0
+    K, D = 2, 3
+    cov = torch.zeros(K * D, K * D, dtype=torch.float64)
+    for k in range(K):
+        A = torch.randn(D, D, generator=gen(34 + k), dtype=torch.float64)
+        cov[k * D:(k + 1) * D, k * D:(k + 1) * D] = A @ A.T + 0.1 * torch.eye(D)
+    u = _exact_covariance_samples(cov, 50, seed=35)
+    mu = u.reshape(1, 50, K, D).permute(0, 2, 3, 1)
+    assert block_tc(mu, torch.zeros_like(mu)).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("mu,logvar,prior_logvar", [
+    (0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, math.log(4.0), 0.0), (2.0, math.log(0.25), math.log(9.0)),
+    (-3.0, -5.0, 2.0)])
+def test_gaussian_kl_scalar_closed_form(mu, logvar, prior_logvar):
+    """KL(𝒩(μ, σ²) ‖ 𝒩(0, λ)) = ½ [ln(λ/σ²) + (σ² + μ²)/λ − 1], by hand."""
+    s2, lam = math.exp(logvar), math.exp(prior_logvar)
+    expected = 0.5 * (math.log(lam / s2) + (s2 + mu ** 2) / lam - 1.0)
+    value = gaussian_kl(torch.tensor([mu], dtype=torch.float64),
+                        torch.tensor([logvar], dtype=torch.float64), prior_logvar)
+    assert value.item() == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_gaussian_kl_is_the_mean_over_elements_and_matches_monte_carlo():
+    """The mean (not the sum) over elements, and a sampled KL agrees with the closed form."""
+    mu = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    logvar = torch.tensor([0.0, -1.0, 0.5], dtype=torch.float64)
+    prior = torch.tensor([0.3, 0.0, 1.0], dtype=torch.float64)
+    each = [gaussian_kl(mu[i:i + 1], logvar[i:i + 1], prior[i]).item() for i in range(3)]
+    assert gaussian_kl(mu, logvar, prior).item() == pytest.approx(sum(each) / 3, rel=1e-12)
+    q = Normal(mu, torch.exp(0.5 * logvar))
+    p = Normal(torch.zeros(3, dtype=torch.float64), torch.exp(0.5 * prior))
+    torch.manual_seed(0)
+    x = q.sample((400_000,))
+    sampled = (q.log_prob(x) - p.log_prob(x)).mean(0)  # (3,)
+    assert torch.allclose(sampled, torch.tensor(each, dtype=torch.float64), atol=0.02)

@@ -2,8 +2,11 @@
 import logging
 import warnings
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import soundfile as sf
 from scipy.signal import lfilter
 
 from lvbd import metrics
@@ -23,14 +26,22 @@ def _estimates(rng, ref):
     return ref + 0.2 * np.roll(ref, 1, axis=0) + 0.3 * rng.standard_normal((K, L))
 
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _example_speech() -> tuple[np.ndarray, int]:
+    """The two real-speech sources of the shipped example (8 kHz, 5 s): (2, L) float64."""
+    clips = [sf.read(EXAMPLES / f"mix_s{k}.wav", dtype="float64")[0] for k in (1, 2)]
+    rates = {sf.info(str(EXAMPLES / f"mix_s{k}.wav")).samplerate for k in (1, 2)}
+    assert rates == {8000}
+    return np.stack(clips), 8000
+
+
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory, espeak_clips):
-    """Two espeak-ng sentences at 16 kHz, (2, L) float64."""
-    clips = espeak_clips(tmp_path_factory.mktemp("speech"), [
-        ("en-us+f3", "The quick brown fox jumps over the lazy dog today."),
-        ("en-us+m3", "Please call Stella and ask her to bring these things.")], 16000)
-    L = min(len(c) for c in clips)
-    return np.stack([c[:L] for c in clips])
+def speech():
+    """Two real voices at 16 kHz, (2, L) float64 (the example's sources; no TTS engine needed)."""
+    clips, rate = _example_speech()
+    return resample(clips, rate, 16000).astype(np.float64)
 
 
 def test_si_sdr_matches_fast_bss_eval():
@@ -203,3 +214,51 @@ def test_bad_input_raises():
         metrics.compute_metrics(np.ones(100), ref, np.full((2, 100), np.nan), 8000)
     with pytest.raises(ValueError, match="unknown metrics"):
         metrics.compute_metrics(np.ones(100), ref, ref, 8000, metrics=("sisdr",))
+
+
+# ------------------------------------------------ independent references (issue 12, item 2)
+def _degraded(clean: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """``clean`` + crosstalk from ``other`` (−26 dB) + low-passed noise (−30 dB): PESQ ≈ 1.4–2.3,
+    and P.862 scores it differently with the arguments swapped or in the other band mode."""
+    rng = np.random.default_rng(7)
+    scale = np.std(clean)
+    noise = lfilter([1.0], [1.0, -0.8], rng.standard_normal(len(clean)))
+    return clean + 0.05 * scale / np.std(other) * other + 0.03 * scale * noise
+
+
+def test_pesq_equals_the_pesq_package_narrow_band_at_8k():
+    from pesq import pesq as pesq_direct
+
+    (s1, s2), rate = _example_speech()
+    est = _degraded(s1, s2)
+    direct = pesq_direct(8000, s1, est, "nb")  # P.862: (rate, reference, degraded, mode)
+    swapped = pesq_direct(8000, est, s1, "nb")
+    assert abs(direct - swapped) > 0.02  # the order matters for these signals
+    assert metrics.pesq(est, s1, 8000) == pytest.approx(direct, abs=1e-9)
+    assert metrics.pesq(s1, s1, 8000) == pytest.approx(pesq_direct(8000, s1, s1, "nb"), abs=1e-9)
+
+
+def test_pesq_equals_the_pesq_package_wide_band_at_16k(speech):
+    from pesq import pesq as pesq_direct
+
+    ref, est = speech[0], _degraded(speech[0], speech[1])
+    wide = pesq_direct(16000, ref, est, "wb")
+    narrow = pesq_direct(16000, ref, est, "nb")
+    swapped = pesq_direct(16000, est, ref, "wb")
+    assert abs(wide - narrow) > 0.02 and abs(wide - swapped) > 0.02
+    assert metrics.pesq(est, ref, 16000) == pytest.approx(wide, abs=1e-9)
+
+
+@pytest.mark.parametrize("rate,pesq_rate,mode", [(11025, 8000, "nb"), (22050, 16000, "wb"),
+                                                 (44100, 16000, "wb")])
+def test_pesq_at_other_rates_resamples_then_scores(speech, rate, pesq_rate, mode):
+    """Below 16 kHz → 8 kHz narrow-band, above → 16 kHz wide-band (module docstring)."""
+    from pesq import pesq as pesq_direct
+    from scipy.signal import resample_poly
+
+    ref16, est16 = speech[0], _degraded(speech[0], speech[1])
+    ref = resample_poly(ref16, rate, 16000)
+    est = resample_poly(est16, rate, 16000)
+    expected = pesq_direct(pesq_rate, resample_poly(ref, pesq_rate, rate),
+                           resample_poly(est, pesq_rate, rate), mode)
+    assert metrics.pesq(est, ref, rate) == pytest.approx(expected, abs=0.02)
