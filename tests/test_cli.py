@@ -221,13 +221,17 @@ def test_output_format_flags(tmp_path, make_audio, tiny_checkpoint, flags, name,
     assert _subtype(tmp_path / "out" / "tiny" / "x" / name) == subtype
 
 
-def test_mp3_output(tmp_path, make_audio, tiny_checkpoint):
+def test_mp3_output(tmp_path, make_audio, tiny_checkpoint, capsys):
     if "MP3" not in sf.available_formats():
         pytest.skip("this libsndfile does not write MP3")
     src = make_audio("x.wav")
     assert _separate(src, "-o", tmp_path / "out", "--model", tiny_checkpoint, "--mp3") == 0
     path = tmp_path / "out" / "tiny" / "x" / "source2.mp3"
     assert _subtype(path) == "MPEG_LAYER_III" and sf.info(str(path)).samplerate == 8000
+    six = make_audio("six.wav", channels=6)  # MP3 holds 1-2 channels: one line, nothing left
+    assert _separate(six, "-o", tmp_path / "o2", "--model", tiny_checkpoint, "--mp3") == 1
+    assert "MP3 holds 1 or 2 channels" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
 
 
 def test_float32_with_flac_is_a_one_line_error(tmp_path, make_audio, tiny_checkpoint, capsys):

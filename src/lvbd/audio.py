@@ -18,6 +18,7 @@ from .errors import LvbdError
 
 CLIP_MODES = ("rescale", "clamp", "none")
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # MPEG-1/2/2.5
 # sample formats an output keeps from its input (anything else, e.g. Vorbis or 8-bit, → 16-bit)
 KEPT_SUBTYPES = {"wav": ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"),
                  "flac": ("PCM_16", "PCM_24"), "mp3": ()}
@@ -248,6 +249,9 @@ class StreamWriter:
         if clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
         self.subtype = output_subtype(fmt, None, clip_mode, subtype)
+        if fmt == "mp3" and (channels > 2 or sample_rate not in MP3_RATES):
+            raise AudioError(f"cannot write {self.path}: MP3 holds 1 or 2 channels at "
+                             f"8-48 kHz, not {channels} at {sample_rate} Hz (use wav or flac)")
         self.sample_rate, self.channels, self.clip_mode = sample_rate, channels, clip_mode
         self.block_frames, self.peak, self._fmt = block_frames, 0.0, fmt
         self._final: str | None = None

@@ -19,8 +19,9 @@ from .errors import LvbdError
 log = logging.getLogger("lvbd")
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3", ".w64",
                   ".caf", ".opus"}
-DESCRIPTION = ("Separate recordings of several people talking at once into one file per "
-               "talker, and train, evaluate and ship the models that do it.")
+DESCRIPTION = """\
+Separate recordings of several people talking at once into one file per talker,
+and train, evaluate and ship the models that do it."""
 EPILOG = """examples:
   lvbd separate talk.wav                  # -> separated/default/talk/source1.wav, source2.wav
   lvbd separate recordings/ -o out --flac # every audio file below recordings/
@@ -44,7 +45,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         if (not action.option_strings or "default" in text.lower()
-                or action.default in (None, False, True, argparse.SUPPRESS)):
+                or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))
+                or action.default == ""):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -69,6 +71,8 @@ def get_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text,
                              formatter_class=HelpFormatter, conflict_handler="resolve")
+        cmd.epilog = getattr(importlib.import_module(module), "EPILOG", None) \
+            if module is not None and (commands is None or name in commands) else None
         if module is not None and (commands is None or name in commands):
             importlib.import_module(module).add_arguments(cmd)
         _add_common(cmd, top=False)

@@ -35,7 +35,21 @@ log = logging.getLogger("lvbd.separate")
 _WORKER: dict = {}
 RECORD = ".lvbd.json"
 CLIP_MODES = ("rescale", "clamp", "none")  # as lvbd.audio.CLIP_MODES (not imported: fast --help)
-BITS = {"int16": "PCM_16", "int24": "PCM_24", "float32": "FLOAT"}
+BITS = {"int16": "PCM_16", "int24": "PCM_24", "float32": "FLOAT"}  # the --int16.. flags
+EPILOG = """\
+outputs: OUT/MODEL/TRACK/source1.wav, source2.wav, ...
+  MODEL  'default', or the checkpoint's file name without suffix
+  TRACK  the input's path below the argument that found it, without extension:
+         song.mp3 -> song; folder in/ with in/x/mix.wav -> x/mix
+  Inputs of one call that would share a TRACK keep their extension (eq.ogg, eq.mp3),
+  then leading folders (a/x/mix.wav, b/x/mix.wav). A folder holding another input's
+  outputs is never touched: the input takes its next name. An input whose outputs
+  from the same model exist is skipped (counted in the summary) unless --force.
+
+examples:
+  lvbd separate talk.wav                       # separated/default/talk/source{1,2}.wav
+  lvbd separate in/ -o out -n runs/x/best.safetensors --flac --int24
+  lvbd separate 'calls/**/*.ogg' -j 2 -q"""
 _OUTPUT = re.compile(r"^source\d+\.\w+$")
 
 
@@ -48,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("-n", "--name", "--model", dest="model", default="default",
                         metavar="NAME|PATH",
-                        help="'default' (the shipped 2-talker model) or a .safetensors "
-                             "checkpoint; its file name without suffix is the MODEL folder "
-                             "(default: %(default)s)")
+                        help="'default' (the shipped 2-talker model; the default) or a "
+                             ".safetensors checkpoint; its file name without suffix is the "
+                             "MODEL folder")
     parser.add_argument("-d", "--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where the model runs; auto: a CUDA GPU when there is one, else "
                              "the CPU")
@@ -62,19 +76,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-mode", default="rescale", choices=CLIP_MODES,
                         help="outputs that would exceed full scale: rescale all sources of the "
                              "file together, clamp each sample, or none (writes float WAV)")
-    fmt = parser.add_mutually_exclusive_group()
+    output = parser.add_argument_group(
+        "output file format", "By default outputs keep the input's sample format where the "
+        "output format\ncan hold it (24-bit in -> 24-bit out; float -> float WAV or 24-bit "
+        "FLAC), else 16-bit.")
+    fmt = output.add_mutually_exclusive_group()
     fmt.add_argument("--format", default="wav", choices=["wav", "flac", "mp3"],
                      help="output file format")
     fmt.add_argument("--flac", dest="format", action="store_const", const="flac",
                      help="same as --format flac")
     fmt.add_argument("--mp3", dest="format", action="store_const", const="mp3",
-                     help="same as --format mp3 (where libsndfile writes MP3, >= 1.1)")
-    bits = parser.add_mutually_exclusive_group()
-    for name, subtype in BITS.items():
-        bits.add_argument(f"--{name}", dest="bits", action="store_const", const=subtype,
-                          help=f"write {name.replace('int', '').replace('float', 'float ')}-bit "
-                               "samples; default: the input's own sample format where the output "
-                               "format can hold it, else 16-bit")
+                     help="same as --format mp3 (needs libsndfile >= 1.1)")
+    bits = output.add_mutually_exclusive_group()
+    bits.add_argument("--int16", dest="bits", action="store_const", const="PCM_16",
+                      help="write 16-bit integer samples")
+    bits.add_argument("--int24", dest="bits", action="store_const", const="PCM_24",
+                      help="write 24-bit integer samples")
+    bits.add_argument("--float32", dest="bits", action="store_const", const="FLOAT",
+                      help="write 32-bit float samples (WAV only)")
     parser.add_argument("--force", action="store_true",
                         help="separate again inputs whose outputs (same input, same model) exist")
     parser.add_argument("-j", "--jobs", type=int, default=1,
