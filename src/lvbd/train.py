@@ -142,7 +142,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
     d, B = cfg.data, cfg.data.batch_size
     train_set = DynamicMixDataset(d.root, d.splits_train, cfg.model.n_sources, d.segment_seconds,
                                   cfg.model.sample_rate, cfg.train.seed,
-                                  cfg.train.steps * B * world, d.engines)
+                                  cfg.train.steps * B * world, d.engines, augment=d.augment)
     valid = list(FixedValidSet(d.root, d.valid_items, cfg.model.n_sources,
                                d.valid_segment_seconds, cfg.model.sample_rate,
                                cfg.train.seed + 10_000, d.engines))
