@@ -170,3 +170,20 @@ def test_festival_batch_matches_one_process_per_text():
     texts = ["A first \"quoted\" sentence is spoken here.", "The second one follows it now."]
     batch = synthesize_many(voice, texts, 8000)
     assert np.array_equal(batch[1], synthesize(voice, texts[1], 8000))
+
+
+def test_mixtures_of_an_older_plan_are_rendered_again(tiny_corpus, tmp_path):
+    # an earlier build's mixture (another plan: its metadata row differs) must not survive
+    copy = tmp_path / "data"
+    shutil.copytree(tiny_corpus, copy)
+    folder = copy / "test" / "id" / "2spk"
+    original = (folder / "mix" / "0000.wav").read_bytes()
+    sf.write(folder / "mix" / "0000.wav", np.zeros(32000, np.float32), 8000, subtype="PCM_16")
+    meta = (folder / "metadata.csv").read_text()
+    row = next(line for line in meta.splitlines() if line.startswith("0000,"))
+    (folder / "metadata.csv").write_text(meta.replace(row, row.replace("audio/", "old/audio/")))
+    untouched = (folder / "mix" / "0001.wav").stat().st_mtime_ns
+    build_tiny(copy)
+    assert (folder / "mix" / "0000.wav").read_bytes() == original
+    assert (folder / "metadata.csv").read_text() == meta
+    assert (folder / "mix" / "0001.wav").stat().st_mtime_ns == untouched

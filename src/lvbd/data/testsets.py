@@ -256,6 +256,19 @@ def plan_test_set(root: Path, rows: list[dict], spec: TestSet, n_sources: int,
     return jobs
 
 
+def _stale(jobs: list[MixtureJob]) -> list[MixtureJob]:
+    """Mixtures whose files an earlier build wrote from another plan (its ``metadata.csv`` row
+    differs, e.g. ``ood-real`` before the held-out voices changed): they are rendered again."""
+    path = Path(jobs[0].set_dir) / "metadata.csv"
+    if not path.exists():
+        return []
+    old = {line.split(",", 1)[0]: line for line in path.read_text(encoding="utf-8").splitlines()}
+    new = {line.split(",", 1)[0]: line for line in _metadata(jobs).splitlines()}
+    if old.get("mixture_ID") != new["mixture_ID"]:
+        return list(jobs)
+    return [job for job in jobs if job.name in old and old[job.name] != new[job.name]]
+
+
 def write_test_sets(root: str | Path, rows: list[dict], config, missing: list[str]) -> dict:
     """Write every requested test set that its engines allow → {``set/Kspk``: mixtures}."""
     from .corpus import _run_jobs, write_if_changed
@@ -286,7 +299,8 @@ def write_test_sets(root: str | Path, rows: list[dict], config, missing: list[st
                                  config.seed)
             if jobs:
                 plans.append((f"{name}/{n_sources}spk", jobs))
-    todo = [job for _, jobs in plans for job in jobs if not _complete(job)]
+    stale = {job for _, jobs in plans for job in _stale(jobs)}
+    todo = [job for _, jobs in plans for job in jobs if job in stale or not _complete(job)]
     for job in todo:
         for sub in _folders(job):
             (Path(job.set_dir) / sub).mkdir(parents=True, exist_ok=True)
