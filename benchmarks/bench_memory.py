@@ -1,12 +1,15 @@
 """Peak memory of ``lvbd separate`` on a 1-minute and a 3-hour file: flat in file length.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_memory.py [--hours 3] [--segment 10]
-        [--work /tmp/lvbd_memory]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_memory.py [--model default|tiny|PATH]
+        [--hours 3] [--segment S] [--work /tmp/lvbd_memory]
 
 Both files are 8 kHz mono int16 wav written blockwise (the 3-hour one is 173 MB); each is
-separated by a fresh ``python -m lvbd``-equivalent subprocess with an untrained tiny checkpoint
-(configs/tiny.yaml), whose peak RSS (``resource.getrusage``) is printed beside one float32 copy of
-the long input, the memory a load-everything implementation would need at the very least.
+separated by a fresh ``python -m lvbd``-equivalent subprocess, whose peak RSS
+(``resource.getrusage``) is printed beside one float32 copy of the long input, the memory a
+load-everything implementation would need at the very least. ``--model default`` (the default)
+is the shipped model at its own default segment; ``--model tiny`` an untrained
+configs/tiny.yaml checkpoint (fast; the figure docs/robustness.md once recorded, with
+``--segment 10``). The model, its parameter count and the segment are printed with the table.
 """
 from __future__ import annotations
 
@@ -38,12 +41,14 @@ def write_long(path: Path, seconds: int) -> None:
             handle.write(block[:n] + 0.01 * rng.standard_normal(n).astype(np.float32))
 
 
-def separate(path: Path, out: Path, checkpoint: Path, segment: float) -> tuple[float, float]:
+def separate(path: Path, out: Path, checkpoint: str, segment: float | None
+             ) -> tuple[float, float]:
     """(peak RSS in MiB, wall seconds) of one CLI run in a fresh process."""
     start = time.perf_counter()
+    seg = [] if segment is None else ["--segment", str(segment)]
     proc = subprocess.run([sys.executable, "-c", PROBE, "separate", "--quiet", str(path), "-o",
-                           str(out), "--model", str(checkpoint), "--segment", str(segment),
-                           "--force"], capture_output=True, text=True)
+                           str(out), "--model", checkpoint, *seg, "--force"],
+                          capture_output=True, text=True)
     wall = time.perf_counter() - start
     rc, kib = proc.stdout.split()
     if rc != "0":
@@ -53,24 +58,38 @@ def separate(path: Path, out: Path, checkpoint: Path, segment: float) -> tuple[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default",
+                        help="default (the shipped model), tiny (untrained tiny config) or PATH")
     parser.add_argument("--hours", type=float, default=3.0)
-    parser.add_argument("--segment", type=float, default=10.0)
+    parser.add_argument("--segment", type=float, default=None,
+                        help="seconds per chunk (default: the model's own default)")
     parser.add_argument("--work", default="/tmp/lvbd_memory")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "src"))
     from fault_injection import tiny_checkpoint
+
+    from lvbd.checkpoint import load_checkpoint
+    from lvbd.separate import pretrained_path
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    checkpoint = tiny_checkpoint(work / "tiny.safetensors")
+    if args.model == "tiny":
+        checkpoint = str(tiny_checkpoint(work / "tiny.safetensors"))
+    else:
+        checkpoint = str(pretrained_path() if args.model == "default" else Path(args.model))
+    n_params = sum(t.numel() for t in load_checkpoint(Path(checkpoint))[1].values())
+    print(f"model {args.model} ({checkpoint}), {n_params:,} parameters, segment "
+          f"{args.segment if args.segment is not None else 'default'}")
     rows = []
     for seconds in (60, int(args.hours * 3600)):
         path = work / f"in_{seconds}s.wav"
         write_long(path, seconds)
         rss, wall = separate(path, work / "out", checkpoint, args.segment)
-        outputs = sorted((work / "out" / path.stem).iterdir())
-        assert [o.name for o in outputs] == ["source1.wav", "source2.wav"]
+        # out/{track}/ or out/{model}/{track}/, whichever layout this lvbd writes
+        outputs = sorted((work / "out").rglob(f"{path.stem}/source*.wav"))
+        assert [o.name for o in outputs] == ["source1.wav", "source2.wav"], outputs
         assert all(sf.info(str(o)).frames == seconds * RATE for o in outputs)
         rows.append((seconds, path.stat().st_size / 1e6, rss, wall))
         shutil.rmtree(work / "out")
@@ -81,7 +100,8 @@ def main() -> None:
               f"{wall / seconds:>7.4f}")
     copy = rows[-1][0] * RATE * 4 / 2 ** 20
     print(f"growth {rows[-1][2] - rows[0][2]:+.1f} MiB for {rows[-1][0] / rows[0][0]:.0f}x the "
-          f"length; one float32 copy of the long input: {copy:.0f} MiB (--segment {args.segment})")
+          f"length; one float32 copy of the long input: {copy:.0f} MiB (model {args.model}, "
+          f"--segment {args.segment if args.segment is not None else 'default'})")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 """Real-time factor and peak RSS of ``lvbd separate`` on a 1-minute and a 10-minute file.
 
     .venv/bin/python benchmarks/bench_separate.py [--model default|PATH] [--minutes 1 10]
+        [--repeats 3]
 
 Each run is a fresh ``lvbd separate`` process (so peak RSS is its own, from ``wait4``); the peer
-is a Conv-TasNet of similar size (configs/convtasnet.yaml scaled like the model, random weights:
-speed and memory only) through the same chunker in the same run. Prints RTF (processing time /
-audio time), peak RSS, and the RSS ratio 10 min / 1 min (≈1 means memory does not grow with length).
+is a Conv-TasNet built from the model's own config (``arch = convtasnet``, same encoder/TCN
+sizes, random weights: speed and memory only) through the same chunker. Both models' parameter
+counts are printed. The two models run interleaved, ``--repeats`` times per length, the order
+alternating (A B, B A, ...), so that drift of a shared machine hits both alike; the table gives
+the median (and min–max) of the time and the median peak RSS, then the RTF (median time /
+audio time) and the RSS ratio longest / shortest file (≈1: memory does not grow with length).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,10 +50,17 @@ def run_separate(model: str, path: Path, out: Path) -> tuple[float, float]:
     return took, usage.ru_maxrss / 1024.0  # MiB (Linux reports KiB)
 
 
+def n_parameters(checkpoint: Path) -> int:
+    from lvbd.checkpoint import load_checkpoint
+
+    return sum(t.numel() for t in load_checkpoint(checkpoint)[1].values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per model and length")
     args = parser.parse_args()
     import torch
 
@@ -63,19 +75,34 @@ def main() -> None:
         cfg.model.arch = "convtasnet"
         torch.manual_seed(0)
         peer = save_checkpoint(tmp / "convtasnet.safetensors", build_model(cfg.model), cfg, 0)
-        print(f"{'model':<12} {'minutes':>7} {'time s':>8} {'RTF':>7} {'peak RSS MiB':>13}")
+        models = {"lvbd": str(src), "convtasnet": str(peer)}
+        for name, path in models.items():
+            print(f"{name}: {n_parameters(Path(path)):,} parameters ({path})")
+        print(f"{args.repeats} interleaved runs per model and length (order alternating)")
+        print(f"{'model':<12} {'minutes':>7} {'median s':>9} {'min-max s':>13} {'RTF':>7} "
+              f"{'peak RSS MiB':>13}")
         rss: dict[str, list[float]] = {}
         for minutes in args.minutes:
             path = tmp / f"long_{minutes:g}min.wav"
             write_long_file(path, minutes)
-            for name, model in (("lvbd", str(src)), ("convtasnet", str(peer))):
-                took, peak = run_separate(model, path, tmp / "out")
+            times: dict[str, list[float]] = {name: [] for name in models}
+            peaks: dict[str, list[float]] = {name: [] for name in models}
+            for r in range(args.repeats):
+                order = list(models) if r % 2 == 0 else list(models)[::-1]
+                for name in order:
+                    took, peak = run_separate(models[name], path, tmp / "out")
+                    times[name].append(took)
+                    peaks[name].append(peak)
+            for name in models:
+                med = statistics.median(times[name])
+                peak = statistics.median(peaks[name])
                 rss.setdefault(name, []).append(peak)
-                print(f"{name:<12} {minutes:>7g} {took:>8.1f} {took / (60 * minutes):>7.3f} "
-                      f"{peak:>13.0f}")
+                print(f"{name:<12} {minutes:>7g} {med:>9.1f} "
+                      f"{min(times[name]):>6.1f}-{max(times[name]):<6.1f} "
+                      f"{med / (60 * minutes):>7.3f} {peak:>13.0f}")
             path.unlink()
         for name, values in rss.items():
-            print(f"{name}: peak RSS {args.minutes[-1]:g} min / {args.minutes[0]:g} min = "
+            print(f"{name}: median peak RSS {args.minutes[-1]:g} min / {args.minutes[0]:g} min = "
                   f"{values[-1] / values[0]:.2f}")
 
 

@@ -7,7 +7,9 @@
    random delay (startup, a training step or a checkpoint write alike), 1–3 times per trial, each
    time restarted with ``--resume`` (or afresh when no checkpoint exists yet). After every kill:
    are last/best checkpoints loadable, how many logged steps are redone (must be <= --every); at
-   the end: metrics steps exactly 1..N, no temp files, final weights equal to an uninterrupted run.
+   the end: metrics steps exactly 1..N (``steps_exactly_1_to_N``), every logged value (losses,
+   lr, validation score; not the timings) equal to the uninterrupted run's at the same step
+   (``curves_equal_reference``), no temp files, final weights equal to the uninterrupted run's.
 2. corrupt: ``last.safetensors`` truncated or bit-flipped → ``--resume`` must fail with one clear
    line (exit 1) and leave ``best.safetensors`` byte-identical and loadable.
 3. disk full in training: RLIMIT_FSIZE of the running trainer is lowered (``prlimit``) after a
@@ -89,6 +91,37 @@ def logged_steps(run_dir: Path) -> tuple[list[int], int]:
     return steps, torn
 
 
+TIMING_KEYS = frozenset({"sec_per_step", "cpu_minutes"})  # wall-clock figures: never equal
+
+
+def logged_rows(run_dir: Path) -> list[dict]:
+    """The parseable rows of ``metrics.jsonl`` (torn rows left out)."""
+    path, rows = run_dir / "metrics.jsonl", []
+    if path.exists():
+        for row in path.read_text(errors="replace").splitlines():
+            try:
+                rows.append(json.loads(row))
+            except ValueError:
+                pass
+    return rows
+
+
+def curves_equal(a: Path, b: Path, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
+    """Same logged steps, and at each step the same keys and values (timings excepted)."""
+    rows_a, rows_b = logged_rows(a), logged_rows(b)
+    if [r.get("step") for r in rows_a] != [r.get("step") for r in rows_b]:
+        return False
+    for ra, rb in zip(rows_a, rows_b):
+        if ra.keys() - TIMING_KEYS != rb.keys() - TIMING_KEYS:
+            return False
+        for key in ra.keys() - TIMING_KEYS:
+            x, y = ra[key], rb[key]
+            if not (x == y or (isinstance(x, (int, float)) and isinstance(y, (int, float))
+                               and abs(x - y) <= atol + rtol * abs(y))):
+                return False
+    return True
+
+
 def checkpoint_step(path: Path) -> int | None:
     """Step of a loadable checkpoint; None when absent; raises CheckpointError when corrupt."""
     from lvbd.checkpoint import load_checkpoint
@@ -166,8 +199,8 @@ def kill_campaign(corpus: Path, work: Path, trials: int, steps: int, every: int,
     stats = {"trials": trials, "kills": 0, "kills_before_first_checkpoint": 0,
              "finished_before_kill": 0, "resumes_ok": 0, "max_steps_redone": 0,
              "steps_redone": 0, "corrupt_checkpoints": 0, "torn_rows_dropped": 0,
-             "temps_after_kill": 0, "temps_after_resume": 0, "curves_exact": 0,
-             "weights_equal_reference": 0, "seconds_uninterrupted_run": round(full_time, 1)}
+             "temps_after_kill": 0, "temps_after_resume": 0, "steps_exactly_1_to_N": 0,
+             "curves_equal_reference": 0, "weights_equal_reference": 0, "seconds_uninterrupted_run": round(full_time, 1)}
     for trial in range(trials):
         run_dir = work / f"trial{trial}"
         for _ in range(rng.randint(1, 3)):
@@ -186,7 +219,8 @@ def kill_campaign(corpus: Path, work: Path, trials: int, steps: int, every: int,
         logged, torn = logged_steps(run_dir)
         ok = proc.returncode == 0 and checkpoint_step(run_dir / "last.safetensors") == steps
         stats["resumes_ok"] += ok
-        stats["curves_exact"] += logged == list(range(1, steps + 1)) and torn == 0
+        stats["steps_exactly_1_to_N"] += logged == list(range(1, steps + 1)) and torn == 0
+        stats["curves_equal_reference"] += curves_equal(run_dir, reference)
         stats["temps_after_resume"] += len(temp_files(run_dir))
         stats["weights_equal_reference"] += ok and weights_equal(run_dir / "last.safetensors",
                                                                  reference / "last.safetensors")
@@ -292,8 +326,8 @@ def disk_full_separate_campaign(work: Path, checkpoint: Path, rng: random.Random
         errors = [line for line in proc.stderr.splitlines() if line.startswith("lvbd: error:")]
         for src in inputs:
             stats["files"] += 1
-            track = out / src.stem
-            outputs = sorted(track.glob("source*.wav")) if track.exists() else []
+            # out/{track}/ or out/{model}/{track}/, whichever layout this lvbd writes
+            outputs = sorted(out.rglob(f"{src.stem}/source*.wav")) if out.exists() else []
             failed = any(src.name in line for line in errors)
             if len(outputs) == 2 and not failed:
                 stats["separated"] += 1

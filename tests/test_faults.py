@@ -47,9 +47,13 @@ def _hidden(folder: Path) -> list[str]:
 def test_kill_9_at_random_moments_then_resume(fake_corpus, tmp_path):
     """Two runs killed (once; twice) at seeded random points, resumed: at most one checkpoint
     interval redone, checkpoints always loadable, the curve 1..N without gaps or duplicates, and
-    both end with the same weights."""
+    each equal to an *uninterrupted* run of the same config: the same weights and, at every
+    step, the same logged values (losses, lr, validation score; timings excepted)."""
+    reference = tmp_path / "uninterrupted"
+    proc = fi.finish(fake_corpus, reference, STEPS, EVERY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _steps(reference) == list(range(1, STEPS + 1))
     rng = random.Random(6)
-    finals = []
     for trial, kills in enumerate((1, 2)):
         run_dir = tmp_path / f"trial{trial}"
         for _ in range(kills):
@@ -64,8 +68,23 @@ def test_kill_9_at_random_moments_then_resume(fake_corpus, tmp_path):
         assert _steps(run_dir) == list(range(1, STEPS + 1))
         assert load_checkpoint(run_dir / "last.safetensors")[2]["step"] == STEPS
         assert _hidden(run_dir) == []
-        finals.append(run_dir / "last.safetensors")
-    assert fi.weights_equal(*finals)
+        assert fi.weights_equal(run_dir / "last.safetensors", reference / "last.safetensors")
+        assert fi.curves_equal(run_dir, reference), (fi.logged_rows(run_dir)[-1],
+                                                     fi.logged_rows(reference)[-1])
+
+
+def test_curves_equal_compares_values_not_only_steps(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, loss in ((a, 1.0), (b, 1.0)):
+        folder.mkdir()
+        (folder / "metrics.jsonl").write_text(
+            json.dumps({"step": 1, "loss": loss, "sec_per_step": 0.1}) + "\n"
+            + json.dumps({"step": 2, "loss": 0.5, "sec_per_step": 0.2}) + "\n")
+    assert fi.curves_equal(a, b)
+    (b / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "loss": 1.0, "sec_per_step": 9.0}) + "\n"
+        + json.dumps({"step": 2, "loss": 0.6, "sec_per_step": 0.2}) + "\n")
+    assert not fi.curves_equal(a, b)  # same steps, another value at step 2
 
 
 def test_corrupt_last_checkpoint_is_a_clear_error_and_best_survives(fake_corpus, tmp_path,
