@@ -1,6 +1,7 @@
 """Losses: closed-form oracles, reference implementations, permutation invariance, edge cases."""
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -303,7 +304,8 @@ def test_block_tc_closed_form_on_gaussians(K, D):
     A = torch.randn(P, P, generator=gen(30 + P), dtype=torch.float64)
     cov = A @ A.T / P + 0.5 * torch.eye(P, dtype=torch.float64)
     B, T = 2, 64
-    u = _exact_covariance_samples(cov, B * T, seed=31) + 0.7  # (B·T, K·D); a mean is removed
+    offsets = torch.linspace(-2.0, 3.0, P, dtype=torch.float64)  # a mean per coordinate
+    u = _exact_covariance_samples(cov, B * T, seed=31) + offsets  # (B·T, K·D)
     mu = u.reshape(B, T, K, D).permute(0, 2, 3, 1).contiguous()  # (B, K, D, T)
     var = torch.rand(P, generator=gen(32), dtype=torch.float64) + 0.2  # E[σ²] per coordinate
     # σ² varies over batch and time around its mean: block_tc must average it over (B, T)
@@ -359,3 +361,149 @@ def test_gaussian_kl_is_the_mean_over_elements_and_matches_monte_carlo():
     x = q.sample((400_000,))
     sampled = (q.log_prob(x) - p.log_prob(x)).mean(0)  # (3,)
     assert torch.allclose(sampled, torch.tensor(each, dtype=torch.float64), atol=0.02)
+
+
+# ------------------------------------------- mutation-score follow-ups (issue 12, item 5)
+@pytest.mark.parametrize("fn,name", [(pit_exact, "pit_exact"), (pit_hungarian, "pit_hungarian"),
+                                     (lambda C: sinkhorn(C, 3), "sinkhorn"),
+                                     (lambda C: sinkpit(C, 1.0, 3), "sinkpit"),
+                                     (amari_permutation_loss, "amari_permutation_loss")])
+def test_square_matrix_check_names_the_function_and_shape(fn, name):
+    with pytest.raises(ValueError, match=rf"^{name}: expected a \(B, K, K\) matrix, got \(2, 3, 4\)$"):
+        fn(torch.zeros(2, 3, 4))  # 3-D, not square
+    with pytest.raises(ValueError, match=rf"^{name}: .* got \(3, 3\)$"):
+        fn(torch.zeros(3, 3))  # square, not batched
+
+
+def test_shape_errors_name_the_function_and_both_shapes():
+    with pytest.raises(ValueError, match=r"^si_sdr: estimate and reference lengths differ: "
+                                         r"\(3, 10\) vs \(3, 11\)$"):
+        si_sdr(torch.zeros(3, 10), torch.zeros(3, 11))
+    with pytest.raises(ValueError, match=r"^pairwise_neg_si_sdr: .* got \(2, 3, 5\) and \(2, 2, 5\)$"):
+        pairwise_neg_si_sdr(torch.zeros(2, 3, 5), torch.zeros(2, 2, 5))
+    with pytest.raises(ValueError, match=r"^crosstalk_matrix: .* got \(1, 2, 2, 3\)$"):
+        crosstalk_matrix(torch.zeros(1, 2, 2, 3))
+    with pytest.raises(ValueError, match=r"^mixture_consistency: shapes differ: \(2, 5\) vs \(2, 6\)$"):
+        mixture_consistency(torch.zeros(2, 5), torch.zeros(2, 6))
+    for mu, logvar in ((torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)),          # not 4-D
+                       (torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 5))):   # shapes differ
+        with pytest.raises(ValueError, match=rf"^block_tc: .* got {re.escape(str(tuple(mu.shape)))} "
+                                             rf"and {re.escape(str(tuple(logvar.shape)))}$"):
+            block_tc(mu, logvar)
+    W, z = torch.zeros(1, 3, 2, 4), torch.zeros(1, 4, 3, 10)  # W (B, D, K, M), z (B, M, D, T)
+    volume_loss(W, z)  # consistent: no error
+    for bad_W, bad_z in ((W[0], z), (W, z[0]), (torch.zeros(1, 5, 2, 4), z),
+                         (torch.zeros(1, 3, 2, 6), z)):
+        with pytest.raises(ValueError, match=rf"^volume_loss: .* got {re.escape(str(tuple(bad_W.shape)))} "
+                                             rf"and {re.escape(str(tuple(bad_z.shape)))}$"):
+            volume_loss(bad_W, bad_z)
+
+
+def test_total_loss_messages_every_weight_and_all_disabled():
+    cfg = LossConfig(sep=1.0, mix=0.0, kl=0.0, tc=0.0, perm=0.0, vol=0.5, kl_warmup_steps=0)
+    assert total_loss({"vol": torch.tensor(4.0)}, cfg, 0).item() == pytest.approx(2.0)
+    zero = total_loss({"mix": torch.tensor(3.0, dtype=torch.float64)}, cfg, 0)  # weight 0 only
+    assert zero.item() == 0.0 and zero.dtype == torch.float64 and zero.shape == ()
+    with pytest.raises(ValueError, match=r"^total_loss: no loss terms given$"):
+        total_loss({}, cfg, 0)
+    with pytest.raises(ValueError, match=r"\(known: sep, mix, kl, tc, perm, vol\)$"):
+        total_loss({"bogus": torch.tensor(1.0)}, cfg, 0)
+
+
+def test_kl_weight_and_beta_schedule_edges():
+    assert kl_weight(LossConfig(kl=0.2, kl_warmup_steps=1), 0) == 0.0
+    assert kl_weight(LossConfig(kl=0.2, kl_warmup_steps=1), 1) == pytest.approx(0.2)
+    cfg = LossConfig(sinkpit_beta_start=10.0, sinkpit_beta_end=1000.0)
+    assert sinkpit_beta(cfg, 0, 1) == pytest.approx(10.0)
+    assert sinkpit_beta(cfg, 0, 0) == pytest.approx(1000.0)  # no schedule: the final β
+
+
+def _si_sdr_formula(est, ref, eps):
+    """The docstring's formula, written out in float64."""
+    est = est - est.mean(-1, keepdim=True)
+    ref = ref - ref.mean(-1, keepdim=True)
+    alpha = (est * ref).sum(-1, keepdim=True) / ((ref * ref).sum(-1, keepdim=True) + eps)
+    t, n = alpha * ref, est - alpha * ref
+    return 10 * torch.log10(((t * t).sum(-1) + eps) / ((n * n).sum(-1) + eps))
+
+
+def test_si_sdr_eps_terms_for_tiny_and_perfect_signals():
+    """Where eps matters (energies ~ eps, or a perfect estimate) the value is the documented
+    formula's and finite; the eps argument reaches the pairwise matrix."""
+    g = gen(40)
+    ref = 1e-5 * torch.randn(2, 10, generator=g, dtype=torch.float64)  # energy ≈ 1e-9 < eps
+    est = ref + 1e-6 * torch.randn(2, 10, generator=g, dtype=torch.float64)
+    for eps in (1e-8, 1e-3):
+        assert torch.allclose(si_sdr(est, ref, eps=eps), _si_sdr_formula(est, ref, eps), rtol=1e-12)
+        C = pairwise_neg_si_sdr(est[None], ref[None], eps=eps)[0]
+        assert torch.allclose(-C.diagonal(), _si_sdr_formula(est, ref, eps), rtol=1e-12)
+    perfect = si_sdr(ref * 1e5, ref * 1e5)  # the noise energy is far below eps
+    assert torch.isfinite(perfect).all() and (perfect > 60).all()
+
+
+def test_mixture_consistency_silent_mixture_is_finite_and_positive():
+    est = torch.full((1, 4), 1e-3)
+    value = mixture_consistency(est, torch.zeros(1, 4), eps=1e-8)
+    assert value.item() == pytest.approx(4e-6 / 1e-8)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_crosstalk_rows_are_energy_shares_at_any_scale(scale):
+    Y = scale * torch.randn(2, 3, 3, 4, 5, generator=gen(41), dtype=torch.float64)
+    energy = Y.pow(2).sum(dim=(3, 4))
+    G = crosstalk_matrix(Y)
+    assert torch.allclose(G, energy / energy.sum(-1, keepdim=True), rtol=1e-6)
+    assert torch.allclose(G.sum(-1), torch.ones(2, 3, dtype=torch.float64), rtol=1e-6)
+
+
+def test_pit_hungarian_with_non_finite_costs():
+    """NaN costs are avoided, −inf preferred, +inf avoided; the assignment is still a permutation."""
+    inf, nan = float("inf"), float("nan")
+    C = torch.tensor([[[nan, 1.0, 2.0], [-inf, 0.0, 3.0], [1.0, inf, 0.5]]])
+    _, perm = pit_hungarian(C)
+    assert perm.tolist() == [[1, 0, 2]]
+    C2 = torch.tensor([[[inf, 0.0], [0.0, inf]], [[-inf, 0.0], [0.0, -inf]]])
+    assert pit_hungarian(C2)[1].tolist() == [[1, 0], [0, 1]]
+
+
+def test_sinkpit_loss_is_the_entropy_regularised_transport_cost():
+    """L = (1/K)(⟨P, C⟩ − H(P)/β) with the P it returns, H(P) = −Σ P log P."""
+    C = torch.randn(4, 3, 3, generator=gen(42), dtype=torch.float64)
+    for beta, eps_scaling in ((0.5, False), (2.0, True), (20.0, True)):
+        loss, P = sinkpit(C, beta, 300, eps_scaling=eps_scaling)
+        entropy = -(P * torch.log(P)).sum(dim=(1, 2))
+        expected = ((P * C).sum(dim=(1, 2)) - entropy / beta) / 3
+        assert torch.allclose(loss, expected, atol=1e-9)
+
+
+def _amari_reference(G, tau, eps=1e-8):
+    """The documented loss: value with the hard max, gradient of τ·logsumexp(g/τ) for the max."""
+    g = G.abs()
+
+    def st_max(dim):
+        smooth = tau * torch.logsumexp(g / tau, dim=dim)
+        return g.amax(dim=dim) + (smooth - smooth.detach())
+
+    rm, cm = st_max(2), st_max(1)
+    K = G.shape[-1]
+    return (((g.sum(2) - rm) / (rm + eps)).sum(-1) + ((g.sum(1) - cm) / (cm + eps)).sum(-1)) / K
+
+
+@pytest.mark.parametrize("tau", [None, 0.5, 0.0])
+def test_amari_gradient_is_the_straight_through_smooth_max(tau):
+    G0 = torch.rand(2, 3, 3, generator=gen(43), dtype=torch.float64) + 0.1
+    G1 = G0.clone().requires_grad_(True)
+    G2 = G0.clone().requires_grad_(True)
+    ours = amari_permutation_loss(G1) if tau is None else amari_permutation_loss(G1, tau=tau)
+    t = 0.1 if tau is None else tau
+    if t > 0:
+        ref = _amari_reference(G2, t)
+    else:  # τ ≤ 0: the plain hard max
+        g = G2.abs()
+        rm, cm = g.amax(2), g.amax(1)
+        ref = (((g.sum(2) - rm) / (rm + 1e-8)).sum(-1) + ((g.sum(1) - cm) / (cm + 1e-8)).sum(-1)) / 3
+    assert torch.allclose(ours, ref)
+    ours.sum().backward()
+    ref.sum().backward()
+    assert torch.isfinite(G1.grad).all()
+    assert torch.allclose(G1.grad, G2.grad, atol=1e-10)
