@@ -464,6 +464,8 @@ def test_pit_hungarian_with_non_finite_costs():
     assert perm.tolist() == [[1, 0, 2]]
     C2 = torch.tensor([[[inf, 0.0], [0.0, inf]], [[-inf, 0.0], [0.0, -inf]]])
     assert pit_hungarian(C2)[1].tolist() == [[1, 0], [0, 1]]
+    # a NaN cost is the worst (+inf), not 0: the cheaper-looking diagonal must not be taken
+    assert pit_hungarian(torch.tensor([[[nan, 5.0], [5.0, 5.0]]]))[1].tolist() == [[1, 0]]
 
 
 def test_sinkpit_loss_is_the_entropy_regularised_transport_cost():
