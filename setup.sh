@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Set up lvbd: a .venv with the package (and dev tools). With --corpus also the Debian audio
-# packages that the corpus builder's defaults and the tests use (espeak-ng, mbrola us1-3/en1
+# Set up lvbd: a .venv with the package (and dev tools). As root (or with --corpus) also the
+# Debian audio packages that the corpus builder's defaults and the tests use (espeak-ng, mbrola us1-3/en1
 # and nl1, flite, festival kal/ked/slt-hts and el, Asterisk core sounds); with --voices every
 # allowed speech package (all mbrola-* voices, the festvox-* voices lvbd uses, the Asterisk
 # prompt speakers es-co, Armelle and Menardi). Only these speech sources are allowed; the
 # others are kept for independent evaluation. Nothing is downloaded at run time.
 set -euo pipefail
 cd "$(dirname "$0")"
+# as root the test/corpus packages come by default, so the README's setup leaves no test skipped
 corpus=0
+[ "$(id -u)" = 0 ] && corpus=1
 voices=0
 for arg in "$@"; do
   case "$arg" in
     --corpus) corpus=1 ;;
     --voices) corpus=1; voices=1 ;;
-    -h|--help) echo "usage: ./setup.sh [--corpus | --voices]"; exit 0 ;;
+    --no-apt) corpus=0; voices=0 ;;
+    -h|--help) echo "usage: ./setup.sh [--corpus | --voices | --no-apt]"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -51,6 +54,8 @@ if [ "$corpus" = 1 ]; then
       install "$package" || echo "setup.sh: warning: $package could not be installed; the corpus builder skips it" >&2
     done
   fi
+elif [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: note: not root, Debian audio packages not installed (tests that need espeak-ng/festival fail; run 'sudo ./setup.sh --corpus')" >&2
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
