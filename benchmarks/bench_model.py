@@ -5,7 +5,7 @@ size (configs/convtasnet.yaml), measured in the same run on the same inputs.
 
 Times are medians over ``--repeats``, the models measured round-robin within each repeat so that
 load from other processes on a shared machine hits all of them alike. One training step is
-``loss_terms`` + ``total_loss`` + ``backward`` in train mode; inference is ``forward`` in eval mode
+``objective.loss_terms`` + ``total_loss`` + ``backward`` in train mode; inference is ``forward`` in eval mode
 under ``torch.inference_mode``. Ratios are LVBD / Conv-TasNet.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from lvbd.config import load_config
 from lvbd.losses import total_loss
 from lvbd.models import build_model
+from lvbd.objective import loss_terms
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def _median_times(fns: dict, repeats: int) -> dict[str, float]:
 def _train_step(model, loss_cfg, mixture, references):
     def run():
         model.zero_grad(set_to_none=True)
-        _, terms = model.loss_terms(mixture, references, loss_cfg, 100, 1000)
+        _, terms = loss_terms(model, mixture, references, loss_cfg, 100, 1000)
         total_loss(terms, loss_cfg, 10_000).backward()
     return run
 

@@ -155,17 +155,15 @@ def test_restart_after_a_kill_before_the_first_checkpoint(fake_corpus, tmp_path)
 
 
 def test_nonfinite_loss_mid_run_through_the_cli(fake_corpus, tmp_path, monkeypatch, capsys):
-    from lvbd.models.lvbd import LVBD
+    real = train_module.loss_terms
 
-    real = LVBD.loss_terms
-
-    def poisoned(self, mixture, references, loss_cfg, step, total_steps):
-        est, terms = real(self, mixture, references, loss_cfg, step, total_steps)
+    def poisoned(model, mixture, references, loss_cfg, step, total_steps):
+        est, terms = real(model, mixture, references, loss_cfg, step, total_steps)
         if step == 3:
             terms["kl"] = terms["kl"] * float("inf")
         return est, terms
 
-    monkeypatch.setattr(LVBD, "loss_terms", poisoned)
+    monkeypatch.setattr(train_module, "loss_terms", poisoned)
     run_dir = tmp_path / "run"
     assert main(_cli_args(fake_corpus, run_dir, 6)) == 1
     err = capsys.readouterr().err.strip().splitlines()

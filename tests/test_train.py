@@ -73,16 +73,14 @@ def test_resume_continues_the_same_curve(fake_corpus, tmp_path, monkeypatch):
 
 
 def test_nonfinite_loss_stops_with_step_and_terms(fake_corpus, tmp_path, monkeypatch):
-    from lvbd.models.lvbd import LVBD
+    real = train_module.loss_terms
 
-    real = LVBD.loss_terms
-
-    def poisoned(self, *args, **kwargs):
-        est, terms = real(self, *args, **kwargs)
+    def poisoned(*args, **kwargs):
+        est, terms = real(*args, **kwargs)
         terms["sep"] = terms["sep"] * float("nan")
         return est, terms
 
-    monkeypatch.setattr(LVBD, "loss_terms", poisoned)
+    monkeypatch.setattr(train_module, "loss_terms", poisoned)
     with pytest.raises(train_module.NonFiniteLoss, match=r"at step 0: .*'sep': nan"):
         train_module.train(_cfg(fake_corpus), tmp_path / "nan")
     run = train_module.train(_cfg(fake_corpus, **{"train.on_nonfinite": "skip"}), tmp_path / "skip")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import itertools
 import math
 
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from .assignment import check_square, hungarian_batch, log_sinkhorn, sinkhorn
 from .config import LossConfig
 
 __all__ = [
@@ -38,11 +37,6 @@ __all__ = [
 ]
 
 TERM_NAMES = ("sep", "mix", "kl", "tc", "perm", "vol")
-
-
-def _check_square(C: Tensor, name: str) -> None:
-    if C.dim() != 3 or C.shape[1] != C.shape[2]:
-        raise ValueError(f"{name}: expected a (B, K, K) matrix, got {tuple(C.shape)}")
 
 
 def si_sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
@@ -77,7 +71,7 @@ def pit_exact(C: Tensor) -> tuple[Tensor, Tensor]:
     Returns loss (B,) and perm (B, K) long with perm[b, i] = estimate index for reference i.
     Cost O(K!·K): use for K ≤ ~6.
     """
-    _check_square(C, "pit_exact")
+    check_square(C, "pit_exact")
     B, K, _ = C.shape
     perms = torch.tensor(list(itertools.permutations(range(K))), dtype=torch.long, device=C.device)  # (P, K)
     rows = torch.arange(K, device=C.device)
@@ -87,34 +81,15 @@ def pit_exact(C: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def pit_hungarian(C: Tensor) -> tuple[Tensor, Tensor]:
-    """PIT with the Hungarian algorithm (scipy ``linear_sum_assignment``), O(K³).
+    """PIT with the Hungarian algorithm (``lvbd.assignment.hungarian_batch``), O(K³).
 
     The assignment is found on the detached matrix; the loss (1/K) Σ_i C[i, perm(i)] is
     differentiable given it. Returns loss (B,) and perm (B, K) as ``pit_exact``.
     """
-    _check_square(C, "pit_hungarian")
-    B, K, _ = C.shape
-    cost = C.detach().cpu().double().numpy()
-    cost = np.nan_to_num(cost, nan=np.inf, posinf=1e30, neginf=-1e30)
-    perm = np.stack([linear_sum_assignment(c)[1] for c in cost])  # (B, K)
-    perm_t = torch.as_tensor(perm, dtype=torch.long, device=C.device)
+    check_square(C, "pit_hungarian")
+    perm_t = hungarian_batch(C)  # (B, K); a NaN cost counts as +inf
     loss = C.gather(2, perm_t[..., None]).squeeze(-1).mean(-1)  # (B,)
     return loss, perm_t
-
-
-def sinkhorn(log_alpha: Tensor, n_iter: int) -> Tensor:
-    """Sinkhorn operator in the log domain: P = exp(Z), Z from log_alpha by n_iter sweeps of
-    row normalisation Z ← Z − logsumexp_j Z followed by column normalisation
-    Z ← Z − logsumexp_i Z. (B, K, K) -> (B, K, K), doubly stochastic in the limit."""
-    return torch.exp(_sinkhorn_log(log_alpha, n_iter))
-
-
-def _sinkhorn_log(Z: Tensor, n_iter: int) -> Tensor:
-    _check_square(Z, "sinkhorn")
-    for _ in range(n_iter):
-        Z = Z - torch.logsumexp(Z, dim=2, keepdim=True)
-        Z = Z - torch.logsumexp(Z, dim=1, keepdim=True)
-    return Z
 
 
 def sinkpit(C: Tensor, beta: float, n_iter: int, eps_scaling: bool = True) -> tuple[Tensor, Tensor]:
@@ -135,10 +110,10 @@ def sinkpit(C: Tensor, beta: float, n_iter: int, eps_scaling: bool = True) -> tu
     can fall below uPIT (e.g. reward two outputs matching the same reference).
     Returns loss (B,) and P (B, K, K) (P[b, i, j]: weight of estimate j for reference i).
     """
-    _check_square(C, "sinkpit")
+    check_square(C, "sinkpit")
     B, K, _ = C.shape
     if not eps_scaling:
-        Z = _sinkhorn_log(-beta * C, n_iter)
+        Z = log_sinkhorn(-beta * C, n_iter)
     else:
         spread = (C.amax(dim=(1, 2)) - C.amin(dim=(1, 2))).detach()[:, None, None]  # (B, 1, 1)
         beta0 = torch.clamp(1.0 / (spread + 1e-12), max=beta)
@@ -193,7 +168,7 @@ def amari_permutation_loss(G: Tensor, tau: float = 0.1, eps: float = 1e-8) -> Te
     τ ≤ 0 uses the plain (a.e. differentiable) hard max. An all-zero row or column (dead
     output, silent reference) contributes 0. Invariant to permuting rows or columns.
     """
-    _check_square(G, "amari_permutation_loss")
+    check_square(G, "amari_permutation_loss")
     K = G.shape[-1]
     g = G.abs()
     row_max = _straight_through_max(g, dim=2, tau=tau)  # (B, K)

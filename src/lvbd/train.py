@@ -23,6 +23,7 @@ from .config import Config, apply_overrides, load_config
 from .errors import LvbdError
 from .losses import pairwise_neg_si_sdr, pit_hungarian, si_sdr, total_loss
 from .models import build_model
+from .objective import loss_terms
 from .separate import resolve_device
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,14 @@ class NonFiniteLoss(LvbdError):
 
 
 class _LossModule(torch.nn.Module):
-    """Routes ``forward`` to ``model.loss_terms`` so that DDP sees the training computation."""
+    """Routes ``forward`` to ``objective.loss_terms(model, ...)`` so that DDP sees the training computation."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, mixture, references, loss_cfg, step, total_steps):
-        return self.model.loss_terms(mixture, references, loss_cfg, step, total_steps)
+        return loss_terms(self.model, mixture, references, loss_cfg, step, total_steps)
 
 
 def si_sdri(estimates: torch.Tensor, references: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Separation models. ``build_model(cfg)`` maps ``cfg.arch`` to a model:
 "lvbd" -> :class:`LVBD`, "convtasnet" -> :class:`ConvTasNet`.
 
-Every model: ``forward(mixture (B, L), state=None) -> SeparationOutput`` and
-``loss_terms(mixture, references (B, K, L), loss_cfg, step, total_steps) -> (estimates, terms)``.
+Every model: ``forward(mixture (B, L), state=None) -> SeparationOutput``, and the attributes
+``cfg`` (its ModelConfig), ``sample_rate`` and ``segment_seconds`` (the default inference segment).
+Models import no loss: the training objective is ``lvbd.objective.loss_terms(model, ...)``.
 """
 from __future__ import annotations
 

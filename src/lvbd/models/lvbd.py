@@ -7,7 +7,9 @@
     ŝ_k += (x − Σ_j ŝ_j) / K      (mixture consistency, every model: the outputs add up to the input)
 
 Each stage is a small method (asteroid ``BaseEncoderMaskerDecoder`` style) so an ablation
-overrides one stage. ``loss_terms`` returns the unweighted named terms of design §5.3.
+overrides one stage. ``forward`` returns a ``SeparationOutput`` that carries what training needs
+(per-chunk latents and demixers, posterior statistics, memory state); the loss terms are computed
+from it by ``lvbd.objective``.
 """
 from __future__ import annotations
 
@@ -17,9 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError, LossConfig, ModelConfig
-from ..losses import (amari_permutation_loss, block_tc, crosstalk_matrix, gaussian_kl, mixture_consistency,
-                      pairwise_neg_si_sdr, pit_exact, pit_hungarian, sinkpit, sinkpit_beta, volume_loss)
+from ..config import ConfigError, ModelConfig
+from .blocks import STD_EPS, check_inputs, normalise_mixture, project_to_mixture
 from .demixing import PredictedDemixer, apply_demixing, auxiva_demix, iss_demix
 from .encoder import build_frontend
 from .lifting import Lifting
@@ -27,53 +28,9 @@ from .memory import MemoryState, SourceMemory, reorder
 from .output import SeparationOutput
 from .posterior import PosteriorHead, SourceDecoder, gaussian_posterior, reparameterise, synthesise
 
-__all__ = ["LVBD", "separation_loss", "normalise_mixture", "check_inputs", "project_to_mixture"]
+__all__ = ["LVBD"]
 
-_STD_EPS = 1e-8
 _FRAME_SCALE_RANGE = (-6.0, 3.0)   # log λ_t relative to the chunk mean (≈ −26 dB .. +13 dB)
-_SILENT_REF = 1e-6                  # references with mean power below this (mixture at unit std) are silent
-
-
-def normalise_mixture(mixture: Tensor) -> tuple[Tensor, Tensor]:
-    """x / std(x) per example (population std); returns (x, std (B, 1)). A silent input stays zero."""
-    std = mixture.std(dim=-1, keepdim=True, correction=0).clamp_min(_STD_EPS)  # (B, 1)
-    return mixture / std, std
-
-
-def project_to_mixture(estimates: Tensor, mixture: Tensor) -> Tensor:
-    """ŝ_k + (x − Σ_j ŝ_j)/K: the closest estimates (least squares) that add up to the mixture
-    (Wisdom et al., "Differentiable consistency constraints", ICASSP 2019). (B, K, L), (B, L) -> (B, K, L)."""
-    return estimates + (mixture - estimates.sum(dim=1))[:, None] / estimates.shape[1]
-
-
-def check_inputs(mixture: Tensor, references: Tensor | None = None, n_sources: int | None = None) -> None:
-    if mixture.dim() != 2 or mixture.shape[-1] < 1:
-        raise ValueError(f"expected a mixture of shape (B, L) with L >= 1, got {tuple(mixture.shape)}")
-    if references is not None:
-        B, L = mixture.shape
-        if references.dim() != 3 or references.shape[0] != B or references.shape[-1] != L \
-                or (n_sources is not None and references.shape[1] != n_sources):
-            raise ValueError(f"expected references of shape (B, K, L) = ({B}, {n_sources}, {L}), "
-                             f"got {tuple(references.shape)}")
-
-
-def separation_loss(estimates: Tensor, references: Tensor, loss_cfg: LossConfig, step: int,
-                    total_steps: int) -> Tensor:
-    """Permutation-invariant negative SI-SDR (design §6), averaged over the batch.
-
-    ``loss_cfg.pit``: "upit" (exact min over K! permutations), "hungarian" (O(K³) assignment),
-    "sinkpit" (entropy-regularised Sinkhorn, β annealed by ``sinkpit_beta``).
-    """
-    C = pairwise_neg_si_sdr(estimates, references)  # (B, K, K)
-    if loss_cfg.pit == "upit":
-        loss, _ = pit_exact(C)
-    elif loss_cfg.pit == "hungarian":
-        loss, _ = pit_hungarian(C)
-    elif loss_cfg.pit == "sinkpit":
-        loss, _ = sinkpit(C, sinkpit_beta(loss_cfg, step, total_steps), loss_cfg.sinkpit_iters)
-    else:
-        raise ConfigError(f"loss.pit must be upit, hungarian or sinkpit, got {loss_cfg.pit!r}")
-    return loss.mean()
 
 
 def _validate(cfg: ModelConfig) -> None:
@@ -93,7 +50,7 @@ def _validate(cfg: ModelConfig) -> None:
 
 @dataclass
 class _Chunk:
-    """What one chunk leaves for the loss terms (all in slot / output order)."""
+    """What one chunk leaves for the output (all in slot order)."""
 
     estimates: Tensor            # (B, K, Lc)
     mu: Tensor                   # (B, K, D, T)
@@ -102,7 +59,7 @@ class _Chunk:
     W: Tensor                    # (B, D, K, M)
     z: Tensor                    # (B, M, D, T)
     P: Tensor | None             # (B, K, K) alignment applied (slot j <- output k)
-    ref_latents: Tensor | None   # (B, K_out, K_ref, D, T) = W applied to each reference's lifted latent
+    bounds: tuple[int, int]      # samples a..b of the mixture
 
 
 class LVBD(nn.Module):
@@ -179,7 +136,7 @@ class LVBD(nn.Module):
         X (B, N, T) -> (B, T). A prior scale that is not re-estimated from μ (design §0 item 2).
         """
         e = X.detach().pow(2).mean(dim=1)  # (B, T)
-        rel = torch.log(e + _STD_EPS) - torch.log(e.mean(dim=-1, keepdim=True) + _STD_EPS)
+        rel = torch.log(e + STD_EPS) - torch.log(e.mean(dim=-1, keepdim=True) + STD_EPS)
         return rel.clamp(*_FRAME_SCALE_RANGE)
 
     def _check_state(self, state: MemoryState | None, B: int) -> None:
@@ -191,7 +148,7 @@ class LVBD(nn.Module):
         if tuple(state.mean.shape) != (B, K, D):
             raise ValueError(f"memory state has shape {tuple(state.mean.shape)}, expected (B, K, D) = {(B, K, D)}")
 
-    def _chunk(self, x: Tensor, state: MemoryState | None, references: Tensor | None
+    def _chunk(self, x: Tensor, state: MemoryState | None, bounds: tuple[int, int]
                ) -> tuple[_Chunk, MemoryState | None]:
         """One chunk (B, Lc) through all stages, aligned to the memory slots."""
         B, L = x.shape
@@ -209,22 +166,14 @@ class LVBD(nn.Module):
             new_state = new_state.detach()
         else:
             power = mu.pow(2) if logvar is None else mu.pow(2) + logvar.exp()
-            profile = torch.log(power.mean(dim=-1) + _STD_EPS).detach()  # (B, K, D)
+            profile = torch.log(power.mean(dim=-1) + STD_EPS).detach()  # (B, K, D)
         prior_logvar = profile[..., None] + self.frame_scale(X)[:, None, None, :]  # (B, K, D, T)
         estimates = self.decode(self.sample(mu, logvar), X, L)  # (B, K, L)
         if self.cfg.mixture_consistency:
             estimates = project_to_mixture(estimates, x)
-        ref_latents = None
-        if references is not None:
-            K_ref = references.shape[1]
-            with torch.no_grad():  # constants: the perm gradient reaches H through W(z), see _perm_term
-                z_ref = self.lift(self.encode(references.reshape(B * K_ref, L)))  # (B·K, M, D, T)
-            z_ref = z_ref.view(B, K_ref, *z_ref.shape[1:])  # (B, K_ref, M, D, T)
-            ref_latents = torch.einsum("bdkm,bjmdt->bkjdt", W, z_ref)  # (B, K_out, K_ref, D, T)
-        return _Chunk(estimates, mu, logvar, prior_logvar, W, z, P, ref_latents), new_state
+        return _Chunk(estimates, mu, logvar, prior_logvar, W, z, P, bounds), new_state
 
-    def _run(self, x: Tensor, state: MemoryState | None, references: Tensor | None = None
-             ) -> tuple[list[_Chunk], MemoryState | None]:
+    def _run(self, x: Tensor, state: MemoryState | None) -> tuple[list[_Chunk], MemoryState | None]:
         """Whole (normalised) mixture: several chunks with the memory carried in training when
         ``memory_chunks > 1``, else one chunk."""
         n_chunks = self.cfg.memory_chunks if (self.training and self.memory is not None) else 1
@@ -234,8 +183,7 @@ class LVBD(nn.Module):
         bounds = [(a, min(a + size, L)) for a in range(0, L, size)] if n_chunks > 1 else [(0, L)]
         chunks = []
         for a, b in bounds:
-            refs = None if references is None else references[..., a:b]
-            chunk, state = self._chunk(x[:, a:b], state, refs)
+            chunk, state = self._chunk(x[:, a:b], state, (a, b))
             chunks.append(chunk)
         return chunks, state
 
@@ -249,7 +197,7 @@ class LVBD(nn.Module):
 
     # ------------------------------------------------------------------ public API
     def forward(self, mixture: Tensor, state: MemoryState | None = None) -> SeparationOutput:
-        """mixture (B, L) -> SeparationOutput(estimates (B, K, L), confidence (B, K) | None, state, extras).
+        """mixture (B, L) -> SeparationOutput(estimates (B, K, L), confidence (B, K) | None, state, latents...).
 
         Pass ``state=previous_output.state`` to keep source k on output k across chunks of a stream.
         """
@@ -260,62 +208,15 @@ class LVBD(nn.Module):
         return self._output(chunks, state, std)
 
     def _output(self, chunks: list[_Chunk], state: MemoryState | None, std: Tensor) -> SeparationOutput:
-        estimates = torch.cat([c.estimates for c in chunks], dim=-1) * std[:, :, None]  # (B, K, L)
+        normalised = torch.cat([c.estimates for c in chunks], dim=-1)  # (B, K, L)
+        scale = std[:, :, None]  # (B, 1, 1)
         mu = torch.cat([c.mu for c in chunks], dim=-1)  # (B, K, D, T)
-        extras = {"mu": mu, "W": chunks[-1].W, "z": torch.cat([c.z for c in chunks], dim=-1),
-                  "prior_logvar": torch.cat([c.prior_logvar for c in chunks], dim=-1)}
-        confidence = None
+        logvar, confidence = None, None
         if chunks[0].logvar is not None:
             logvar = torch.cat([c.logvar for c in chunks], dim=-1)  # (B, K, D, T)
-            extras["logvar"] = logvar
             confidence = self.confidence(mu, logvar)
-        if chunks[-1].P is not None:
-            extras["alignment"] = chunks[-1].P
-        return SeparationOutput(estimates, confidence, state, extras)
-
-    def loss_terms(self, mixture: Tensor, references: Tensor, loss_cfg: LossConfig, step: int,
-                   total_steps: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """Unweighted loss terms (design §5.2) on one batch; estimates (B, K, L) at the input scale.
-
-        Terms: sep (PIT by ``loss_cfg.pit``), mix (mixture consistency), kl (to the memory prior;
-        0 when deterministic), tc (block TC), perm (Amari-type loss on the latent cross-talk matrix;
-        computed only when ``loss_cfg.perm > 0``), vol (only when ``loss_cfg.vol > 0``).
-        """
-        check_inputs(mixture, references, self.cfg.n_sources)
-        x, std = normalise_mixture(mixture)
-        refs = references / std[:, :, None]  # (B, K, L)
-        chunks, _ = self._run(x, None, refs if loss_cfg.perm > 0 else None)
-        out = self._output(chunks, None, torch.ones_like(std))
-        est = out.estimates  # (B, K, L), normalised scale
-        mu, logvar = out.extras["mu"], out.extras.get("logvar")
-        zero = est.new_zeros(())
-        terms = {
-            "sep": separation_loss(est, refs, loss_cfg, step, total_steps),
-            "mix": mixture_consistency(est.sum(dim=1), x).mean(),
-            "kl": zero if logvar is None else gaussian_kl(mu, logvar, out.extras["prior_logvar"]),
-            "tc": block_tc(mu, logvar if logvar is not None else torch.full_like(mu, self.cfg.logvar_min)),
-            "perm": self._perm_term(chunks, refs) if loss_cfg.perm > 0 else zero,
-            "vol": (torch.stack([volume_loss(c.W, c.z) for c in chunks]).mean() if loss_cfg.vol > 0 else zero),
-        }
-        return est * std[:, :, None], terms
-
-    @staticmethod
-    def _perm_term(chunks: list[_Chunk], refs: Tensor) -> Tensor:
-        """Amari-type loss on G_kj = share of reference j's latent energy in output k (design §6.3).
-
-        Each reference is lifted alone (E, H without gradient: the lifted references are treated
-        as constants) and demixed with the mixture's W, which is *not* detached, so the term
-        trains the demixer and, through W = IVA(H(E(x))), the lifting and the front end. Back-
-        propagating through the K reference lifts as well doubled the cost of a training step
-        (docs/design.md); this keeps it at +K forward passes of H. Chunks are concatenated in
-        slot order, so one G per utterance also rewards a consistent order across chunks.
-        Examples with a silent reference are skipped (H(0) ≠ 0 because of biases, so their G is
-        meaningless).
-        """
-        Y = torch.cat([c.ref_latents for c in chunks], dim=-1)  # (B, K_out, K_ref, D, T)
-        G = crosstalk_matrix(Y)  # (B, K, K)
-        loss = amari_permutation_loss(G)  # (B,)
-        valid = (refs.pow(2).mean(dim=-1) > _SILENT_REF).all(dim=-1)  # (B,)
-        if not bool(valid.any()):
-            return loss.sum() * 0.0
-        return loss[valid].mean()
+        return SeparationOutput(
+            normalised * scale, confidence, state, scale=scale, normalised=normalised,
+            latents=tuple(c.z for c in chunks), demixing=tuple(c.W for c in chunks),
+            bounds=tuple(c.bounds for c in chunks), mu=mu, logvar=logvar,
+            prior_logvar=torch.cat([c.prior_logvar for c in chunks], dim=-1), alignment=chunks[-1].P)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..losses import pit_hungarian, sinkhorn
+from ..assignment import hungarian_batch, sinkhorn
 
 __all__ = ["MemoryState", "SourceMemory", "chunk_statistics", "reorder"]
 
@@ -111,8 +111,7 @@ class SourceMemory:
         """Assignment P[b, j, k] of output k to slot j: Sinkhorn(−C/τ) or a hard Hungarian permutation."""
         C = self.cost(mean, state)  # (B, K_slot, K_out)
         if hard:
-            with torch.no_grad():
-                _, perm = pit_hungarian(C)  # perm[b, j] = output for slot j
+            perm = hungarian_batch(C)  # perm[b, j] = output for slot j
             K = C.shape[-1]
             return torch.nn.functional.one_hot(perm, K).to(C)  # (B, K, K)
         return sinkhorn(-C / self.tau, self.sinkhorn_iters)

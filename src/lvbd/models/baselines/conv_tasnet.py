@@ -3,17 +3,17 @@
 Encoder Conv1d(1 -> N, kernel, stride) (linear as in torchaudio and asteroid's default, or ReLU as
 in the paper), TCN mask network (the same ``TemporalConvNet`` as LVBD's lifting) -> K·N masks
 (sigmoid, or ReLU), masked coefficients decoded by ConvTranspose1d(N -> 1) per source.
-Same interface as ``LVBD``: ``forward(mixture, state=None)`` and ``loss_terms`` (only "sep").
+Same interface as ``LVBD``: ``forward(mixture, state=None) -> SeparationOutput``; trained on the
+separation term alone (``lvbd.objective``).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from ...config import ConfigError, LossConfig, ModelConfig
+from ...config import ConfigError, ModelConfig
+from ..blocks import TemporalConvNet, check_inputs, normalise_mixture, project_to_mixture
 from ..encoder import ConvFrontEnd
-from ..lifting import TemporalConvNet
-from ..lvbd import check_inputs, normalise_mixture, project_to_mixture, separation_loss
 from ..output import SeparationOutput
 
 __all__ = ["ConvTasNet"]
@@ -36,7 +36,7 @@ class ConvTasNet(nn.Module):
                                       cfg.hidden, cfg.n_blocks, cfg.n_repeats)
 
     def forward(self, mixture: Tensor, state=None) -> SeparationOutput:
-        """mixture (B, L) -> SeparationOutput(estimates (B, K, L), confidence None, state None, {"masks"})."""
+        """mixture (B, L) -> SeparationOutput(estimates (B, K, L), masks (B, K, N, T))."""
         check_inputs(mixture)
         B, L = mixture.shape
         K, N = self.cfg.n_sources, self.cfg.n_filters
@@ -48,11 +48,5 @@ class ConvTasNet(nn.Module):
         est = self.frontend.decode((masks * X[:, None]).reshape(B * K, N, T), L).view(B, K, L)  # (B, K, L)
         if self.cfg.mixture_consistency:
             est = project_to_mixture(est, x)
-        return SeparationOutput(est * std[:, :, None], None, None, {"masks": masks})
-
-    def loss_terms(self, mixture: Tensor, references: Tensor, loss_cfg: LossConfig, step: int,
-                   total_steps: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """(estimates (B, K, L), {"sep": permutation-invariant negative SI-SDR})."""
-        check_inputs(mixture, references, self.cfg.n_sources)
-        est = self.forward(mixture).estimates
-        return est, {"sep": separation_loss(est, references, loss_cfg, step, total_steps)}
+        scale = std[:, :, None]  # (B, 1, 1)
+        return SeparationOutput(est * scale, scale=scale, normalised=est, masks=masks)

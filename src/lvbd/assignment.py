@@ -1,0 +1,65 @@
+"""Matching K estimates to K references (or memory slots): one Hungarian solver, one Sinkhorn operator.
+
+Used by the permutation losses (``lvbd.losses``), the source memory (``lvbd.models.memory``), the
+metrics' best permutation (``lvbd.metrics``) and the reordering of inference segments
+(``lvbd.separate``). Convention everywhere: a cost (or score) matrix ``C[i, j]`` for row i
+(reference, slot or previous segment) and column j (estimate), and ``perm[i]`` = the column
+matched to row i.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+__all__ = ["hungarian", "hungarian_batch", "sinkhorn", "log_sinkhorn", "check_square"]
+
+
+def check_square(C: Tensor, name: str) -> None:
+    """Raise ValueError naming ``name`` unless C is (B, K, K)."""
+    if C.dim() != 3 or C.shape[1] != C.shape[2]:
+        raise ValueError(f"{name}: expected a (B, K, K) matrix, got {tuple(C.shape)}")
+
+
+def hungarian(cost, maximize: bool = False) -> np.ndarray:
+    """Optimal assignment (scipy ``linear_sum_assignment``, O(K³)) of a (K_rows, K_cols) matrix
+    with K_rows <= K_cols → perm (K_rows,) int64, minimising (or maximising) Σ_i cost[i, perm[i]].
+
+    Entries must be finite or ±inf (an inf entry is never chosen while a finite assignment exists).
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.ndim != 2 or cost.shape[0] > cost.shape[1]:
+        raise ValueError(f"expected a (K_rows, K_cols) matrix with K_rows <= K_cols, got {cost.shape}")
+    rows, cols = linear_sum_assignment(cost, maximize=maximize)
+    perm = np.empty(cost.shape[0], dtype=np.int64)
+    perm[rows] = cols
+    return perm
+
+
+def hungarian_batch(C: Tensor) -> Tensor:
+    """Minimum-cost permutation per batch item, C (B, K, K) → perm (B, K) long on C's device.
+
+    Found on the detached matrix in float64; a NaN cost counts as +inf and ±inf as ±1e30, so a
+    batch with a broken entry still gets a permutation (the loss then shows the NaN).
+    """
+    cost = C.detach().cpu().double().numpy()
+    cost = np.nan_to_num(cost, nan=np.inf, posinf=1e30, neginf=-1e30)
+    perm = np.stack([hungarian(c) for c in cost])  # (B, K)
+    return torch.as_tensor(perm, dtype=torch.long, device=C.device)
+
+
+def log_sinkhorn(Z: Tensor, n_iter: int) -> Tensor:
+    """n_iter sweeps of row normalisation Z ← Z − logsumexp_j Z, then column normalisation
+    Z ← Z − logsumexp_i Z, in the log domain. (B, K, K) -> (B, K, K)."""
+    check_square(Z, "sinkhorn")
+    for _ in range(n_iter):
+        Z = Z - torch.logsumexp(Z, dim=2, keepdim=True)
+        Z = Z - torch.logsumexp(Z, dim=1, keepdim=True)
+    return Z
+
+
+def sinkhorn(log_alpha: Tensor, n_iter: int) -> Tensor:
+    """Sinkhorn operator: P = exp(log_sinkhorn(log_alpha, n_iter)), (B, K, K) -> (B, K, K),
+    doubly stochastic in the limit (a soft, differentiable permutation)."""
+    return torch.exp(log_sinkhorn(log_alpha, n_iter))
