@@ -16,6 +16,7 @@ class SignModel(torch.nn.Module):
     def __init__(self, sample_rate=8000, swap_every=0):
         super().__init__()
         self.cfg = SimpleNamespace(sample_rate=sample_rate, n_sources=2)
+        self.sample_rate, self.n_sources = sample_rate, 2
         self.calls, self.swap_every = 0, swap_every
 
     def forward(self, mixture, state=None):

@@ -142,4 +142,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not match its config: "
                               f"{str(err).splitlines()[0]}") from None
+    model.segment_seconds = inference_segment(cfg)
     return model.to(device).eval(), cfg, info
+
+
+def inference_segment(cfg: Config) -> float:
+    """Default inference segment of a model trained with ``cfg``: twice its training segment (the
+    latent IVA gains from more frames per segment; docs/design.md "Inference")."""
+    return 2 * cfg.data.segment_seconds

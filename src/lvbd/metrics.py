@@ -13,7 +13,7 @@ Definitions (design §9.1; printed by ``lvbd evaluate`` and stored in every summ
   are resampled to 16 kHz (rates above 16 kHz) or 8 kHz (below). NaN, with a logged reason, on
   silent input or any PESQ error — never an exception.
 - **STOI / ESTOI** (``pystoi``, which resamples to 10 kHz itself).
-- **Permutation**: Hungarian assignment (``scipy.optimize.linear_sum_assignment``) maximising
+- **Permutation**: Hungarian assignment (``lvbd.assignment.hungarian``) maximising
   the summed SI-SDR; ``perm[i]`` is the estimate index matched to reference ``i`` (the
   convention of ``lvbd.losses.pit_exact``). The other metrics are computed on that alignment.
 
@@ -42,7 +42,8 @@ import logging
 import warnings
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+
+from .assignment import hungarian
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,7 @@ def best_permutation(score, silent=None) -> np.ndarray:
         raise ValueError(f"expected a (K_ref, K_est) score with K_ref <= K_est, got {score.shape}")
     if silent is not None:
         score[np.asarray(silent, dtype=bool)] = 0.0
-    score = np.nan_to_num(score, nan=-CLAMP_DB)
-    rows, cols = linear_sum_assignment(score, maximize=True)
-    perm = np.empty(score.shape[0], dtype=np.int64)
-    perm[rows] = cols
-    return perm
+    return hungarian(np.nan_to_num(score, nan=-CLAMP_DB), maximize=True)
 
 
 def bss_eval_sources(estimates, references, filter_length: int = BSS_FILTER_LENGTH,
@@ -188,11 +185,6 @@ def _coherence_to_db(coh: np.ndarray) -> np.ndarray:
     """Square cosine c → 10 log₁₀(c / (1 − c)) (fast_bss_eval's mapping, without clamping)."""
     coh = np.clip(coh, 0.0, 1.0)
     return 10.0 * np.log10(coh / (1.0 - coh))
-
-
-def sdr(estimate, reference, filter_length: int = BSS_FILTER_LENGTH) -> np.ndarray:
-    """BSS-Eval "sources" SDR of (..., K, L) estimates against (..., K, L) references → (..., K)."""
-    return bss_eval_sources(estimate, reference, filter_length)[0]
 
 
 def _pesq_rate(sample_rate: int) -> int:

@@ -3,13 +3,20 @@
 Three layers (open-unmix): ``cli.py`` handles files and flags; :func:`separate_stream` is the
 functional engine; :class:`Separator` holds a model and its inference settings.
 
-Long inputs are cut into segments of ``segment`` seconds with ``overlap`` (fraction) at the
-*input* rate; each segment (plus a small margin for the resampling filter) is resampled to the
-model rate, separated with the memory state of the previous segment, resampled back, cropped,
-weighted by a triangular window and overlap-added. Finished samples are handed on (to an array or
-a file writer) as soon as no later segment touches them, so memory does not grow with length.
-Output order is kept by the model's memory and checked against the previous segment in the
-overlap (asteroid-style reordering), which also covers models without memory.
+The engine is itself in layers, each readable and testable alone (demucs ``apply.py``):
+
+1. chunk planning (:func:`segment_lengths`, :func:`plan_segments`): segments of ``segment``
+   seconds with ``overlap`` (fraction) at the *input* rate, plus a small margin for the
+   resampling filter;
+2. the model on one segment (:func:`apply_model`): resampled to the model rate, separated with
+   the memory state of the previous segment, resampled back, cropped; the output order is kept by
+   the model's memory and checked against the previous segment in the overlap
+   (:func:`source_orders`, asteroid-style reordering), which also covers models without memory;
+3. overlap-add (:class:`OverlapAdd`): triangular windows normalised by the summed weights;
+   finished samples are handed on as soon as no later segment touches them, so memory does not
+   grow with length;
+4. writing: :meth:`Separator.separate` collects the blocks, :meth:`Separator.separate_to_files`
+   streams them into ``audio.StreamWriter``\ s.
 """
 from __future__ import annotations
 
@@ -21,9 +28,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from . import audio
+from .assignment import hungarian
 from .checkpoint import load_model
 from .config import Config
 from .errors import LvbdError
@@ -67,91 +74,104 @@ def _window(length: int) -> np.ndarray:
     return np.concatenate([half, np.arange(length - length // 2, 0, -1, dtype=np.float64)])
 
 
+# ------------------------------------------------------------------ layer 1: chunk planning
+@dataclass(frozen=True)
+class Segment:
+    """One step of the chunker: output samples ``start .. start + size`` are computed from the
+    input read at ``lo .. hi`` (with a margin for the resampling filter); after it, every sample
+    before ``done`` is final."""
+
+    start: int
+    size: int
+    lo: int
+    hi: int
+    done: int
+
+
+def segment_lengths(sample_rate: int, model_rate: int, segment: float, overlap: float
+                    ) -> tuple[int, int, int]:
+    """(segment, hop, resampling margin) in samples at the input rate; LvbdError on bad values."""
+    if not 0.0 <= overlap < 1.0:
+        raise LvbdError(f"overlap must be in [0, 1), got {overlap}")
+    if segment <= 0:
+        raise LvbdError(f"segment must be positive, got {segment}")
+    seg = max(1, int(round(segment * sample_rate)))
+    hop = max(1, int(round(seg * (1.0 - overlap))))
+    margin = 0 if sample_rate == model_rate else int(0.05 * sample_rate) + 64
+    return seg, hop, margin
+
+
+def plan_segments(length: int, seg: int, hop: int, margin: int) -> Iterator[Segment]:
+    """Segments of ``seg`` samples every ``hop`` samples covering ``length`` (>= 1) samples."""
+    start = 0
+    while True:
+        size = min(seg, length - start)
+        nxt = start + hop
+        done = length if nxt >= length else nxt
+        yield Segment(start, size, max(0, start - margin), min(length, start + size + margin), done)
+        if done >= length:
+            return
+        start = nxt
+
+
+# ------------------------------------------------------------------ layer 2: the model on one segment
+@dataclass
+class SegmentOutput:
+    estimates: np.ndarray            # (K, C, size) float32 at the input rate and level
+    confidence: np.ndarray | None    # (C, K)
+    state: object                    # the model's memory state after this segment
+    power: float                     # mean power of the segment's input
+
+
+def apply_model(model: torch.nn.Module, x: np.ndarray, sample_rate: int, state, device: torch.device,
+                segment: Segment) -> SegmentOutput:
+    """Run ``model`` on the read block ``x`` (C, hi - lo) with the memory ``state`` of the previous
+    segment: peak-normalise, resample to the model rate, separate, resample back, crop to the
+    segment and restore the level."""
+    # the model is scale-equivariant: feed it peak-normalised audio so that levels near the
+    # float32 limits (huge or denormal) neither overflow nor drown in its epsilon
+    peak = float(np.max(np.abs(x), initial=0.0))
+    scale = peak if peak > 0.0 else 1.0
+    model_rate = model.sample_rate
+    x_model = audio.resample((x / np.float64(scale)).astype(np.float32), sample_rate, model_rate)
+    with torch.inference_mode():
+        out = model(torch.from_numpy(x_model).to(device), state=state)
+    est = out.estimates.float().cpu().numpy().transpose(1, 0, 2)  # (K, C, l_model)
+    a = segment.start - segment.lo
+    est = audio.resample(est, model_rate, sample_rate)[..., a:a + segment.size]
+    with np.errstate(over="ignore"):  # silence in, exact silence out (no model epsilon)
+        est = np.ascontiguousarray(est * scale if peak > 0.0 else 0 * est,
+                                   dtype=np.float32)  # (K, C, n)
+    if not np.isfinite(est).all():
+        raise LvbdError(f"the model gave non-finite output for samples {segment.start}.."
+                        f"{segment.start + segment.size} (input peak {peak:.3g}; outside the "
+                        f"float32 range?)")
+    conf = None if out.confidence is None else out.confidence.float().cpu().numpy()  # (C, K)
+    power = float(np.mean(np.square(x_model, dtype=np.float64))) * scale ** 2
+    return SegmentOutput(est, conf, out.state, power)
+
+
+def source_orders(est: np.ndarray, previous: np.ndarray, x: np.ndarray, first: bool) -> np.ndarray:
+    """Per channel, the order of ``est`` (K, C, n) that continues the sources of the previous
+    segments: best correlation with ``previous`` (K, C, ov) in the overlap; at the start, channels
+    that hold the same sources as channel 0 (``x`` (C, ·)) follow channel 0. → (C, K) int."""
+    K, C, _ = est.shape
+    orders = np.tile(np.arange(K), (C, 1))
+    ov = previous.shape[-1]
+    for c in range(C):
+        if ov > 0:
+            orders[c] = _best_order(est[:, c, :ov], previous[:, c])
+        elif c > 0 and first and _correlated(x[c], x[0]):
+            orders[c] = _best_order(est[:, c], est[:, 0])  # same sources in both channels
+    return orders
+
+
 def _best_order(est: np.ndarray, prev: np.ndarray) -> np.ndarray:
     """Permutation of ``est`` (K, n) that best matches ``prev`` (K, n) by correlation."""
     est, prev = est.astype(np.float64), prev.astype(np.float64)  # no overflow near float32 max
     score = prev @ est.T  # (K, K): score[i, j] = <prev_i, est_j>
     norms = np.linalg.norm(prev, axis=1)[:, None] * np.linalg.norm(est, axis=1)[None] + 1e-12
-    _, cols = linear_sum_assignment(-(score / norms))
-    return cols
-
-
-def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_rate: int,
-                    channels: int, segment: float, overlap: float, device: torch.device,
-                    result: StreamResult | None = None,
-                    on_progress: Callable[[int], None] | None = None,
-                    ) -> Iterator[np.ndarray]:
-    """Yield finished output blocks ``(K, C, n)`` in order, covering ``length`` input samples."""
-    if not 0.0 <= overlap < 1.0:
-        raise LvbdError(f"overlap must be in [0, 1), got {overlap}")
-    if segment <= 0:
-        raise LvbdError(f"segment must be positive, got {segment}")
-    model_rate, n_sources = model.cfg.sample_rate, model.cfg.n_sources
-    result = result or StreamResult(n_sources)
-    seg = max(1, int(round(segment * sample_rate)))
-    hop = max(1, int(round(seg * (1.0 - overlap))))
-    margin = 0 if sample_rate == model_rate else int(0.05 * sample_rate) + 64
-    window = _window(seg)
-    acc = np.zeros((n_sources, channels, seg + hop), dtype=np.float64)  # window-weighted sums
-    wsum = np.zeros(seg + hop, dtype=np.float64)
-    flushed, pos, state = 0, 0, None
-    while flushed < length:
-        n = min(seg, length - pos)
-        lo, hi = max(0, pos - margin), min(length, pos + n + margin)
-        x = read(lo, hi)  # (C, hi - lo)
-        # the model is scale-equivariant: feed it peak-normalised audio so that levels near the
-        # float32 limits (huge or denormal) neither overflow nor drown in its epsilon
-        peak = float(np.max(np.abs(x), initial=0.0))
-        scale = peak if peak > 0.0 else 1.0
-        x_model = audio.resample((x / np.float64(scale)).astype(np.float32), sample_rate,
-                                 model_rate)
-        with torch.inference_mode():
-            out = model(torch.from_numpy(x_model).to(device), state=state)
-        state = out.state
-        est = out.estimates.float().cpu().numpy().transpose(1, 0, 2)  # (K, C, l_model)
-        est = audio.resample(est, model_rate, sample_rate)[..., pos - lo:pos - lo + n]
-        with np.errstate(over="ignore"):  # silence in, exact silence out (no model epsilon)
-            est = np.ascontiguousarray(est * scale if peak > 0.0 else 0 * est,
-                                       dtype=np.float32)  # (K, C, n)
-        if not np.isfinite(est).all():
-            raise LvbdError(f"the model gave non-finite output for samples {pos}..{pos + n} "
-                            f"(input peak {peak:.3g}; outside the float32 range?)")
-        conf = None if out.confidence is None else out.confidence.float().cpu().numpy()  # (C, K)
-        off = pos - flushed
-        ov = int(min(n, (wsum[off:] > 0).sum()))
-        for c in range(channels):
-            if ov > 0:
-                prev = acc[:, c, off:off + ov] / wsum[off:off + ov]
-                order = _best_order(est[:, c, :ov], prev)
-            elif c > 0 and pos == 0 and _correlated(x[c], x[0]):
-                order = _best_order(est[:, c], est[:, 0])  # same sources in both channels
-            else:
-                order = np.arange(n_sources)
-            if (order != np.arange(n_sources)).any():
-                result.reorders += 1
-                est[:, c] = est[order, c]
-                if conf is not None:
-                    conf[c] = conf[c, order]
-        w = window[:n] if n == seg else _window(n)
-        acc[..., off:off + n] += est * w
-        wsum[off:off + n] += w
-        if conf is not None:
-            power = float(np.mean(np.square(x_model, dtype=np.float64))) * scale ** 2
-            energy = power * n + 1e-12
-            weighted = conf.mean(0, dtype=np.float64) * energy  # (K,)
-            result.confidence_sum = (0 if result.confidence_sum is None else
-                                     result.confidence_sum) + weighted
-            result.weight_sum += energy
-        result.segments += 1
-        pos += hop
-        done = length if pos >= length else pos
-        k = done - flushed
-        yield (acc[..., :k] / wsum[:k]).astype(np.float32)
-        acc = np.concatenate([acc[..., k:], np.zeros_like(acc[..., :k])], axis=-1)
-        wsum = np.concatenate([wsum[k:], np.zeros_like(wsum[:k])])
-        flushed = done
-        if on_progress is not None:
-            on_progress(k)
+    return hungarian(score / norms, maximize=True)
 
 
 def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
@@ -159,6 +179,79 @@ def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
     a, b = a.astype(np.float64), b.astype(np.float64)
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
     return denom > 0 and abs(float(a @ b)) / denom > threshold
+
+
+# ------------------------------------------------------------------ layer 3: overlap-add
+class OverlapAdd:
+    """Triangular-window-weighted sums of overlapping segments, normalised by the summed weights;
+    buffers of ``seg + hop`` samples whatever the input length."""
+
+    def __init__(self, n_sources: int, channels: int, seg: int, hop: int):
+        self.seg, self.window = seg, _window(seg)
+        self.acc = np.zeros((n_sources, channels, seg + hop), dtype=np.float64)
+        self.wsum = np.zeros(seg + hop, dtype=np.float64)
+        self.flushed = 0  # samples handed on so far
+
+    def overlap(self, start: int, size: int) -> np.ndarray:
+        """The current (normalised) output where earlier segments reach into ``start ..``: (K, C, ov)."""
+        off = start - self.flushed
+        ov = int(min(size, (self.wsum[off:] > 0).sum()))
+        return self.acc[..., off:off + ov] / self.wsum[off:off + ov]
+
+    def add(self, start: int, est: np.ndarray) -> None:
+        """Add a segment (K, C, n) that starts at sample ``start``."""
+        n = est.shape[-1]
+        off = start - self.flushed
+        w = self.window[:n] if n == self.seg else _window(n)
+        self.acc[..., off:off + n] += est * w
+        self.wsum[off:off + n] += w
+
+    def pop(self, done: int) -> np.ndarray:
+        """The finished samples up to ``done``, (K, C, done - flushed) float32."""
+        k = done - self.flushed
+        block = (self.acc[..., :k] / self.wsum[:k]).astype(np.float32)
+        self.acc = np.concatenate([self.acc[..., k:], np.zeros_like(self.acc[..., :k])], axis=-1)
+        self.wsum = np.concatenate([self.wsum[k:], np.zeros_like(self.wsum[:k])])
+        self.flushed = done
+        return block
+
+
+# ------------------------------------------------------------------ the engine
+def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_rate: int,
+                    channels: int, segment: float, overlap: float, device: torch.device,
+                    result: StreamResult | None = None,
+                    on_progress: Callable[[int], None] | None = None,
+                    ) -> Iterator[np.ndarray]:
+    """Yield finished output blocks ``(K, C, n)`` in order, covering ``length`` input samples:
+    plan the segments, run the model on each with the memory of the previous one, keep the source
+    order, overlap-add, hand on what is finished."""
+    n_sources = model.n_sources
+    seg, hop, margin = segment_lengths(sample_rate, model.sample_rate, segment, overlap)
+    result = result or StreamResult(n_sources)
+    ola, state = OverlapAdd(n_sources, channels, seg, hop), None
+    for s in plan_segments(length, seg, hop, margin):
+        x = read(s.lo, s.hi)  # (C, hi - lo)
+        out = apply_model(model, x, sample_rate, state, device, s)
+        state, est, conf = out.state, out.estimates, out.confidence
+        orders = source_orders(est, ola.overlap(s.start, s.size), x, first=s.start == 0)
+        for c, order in enumerate(orders):
+            if (order != np.arange(n_sources)).any():
+                result.reorders += 1
+                est[:, c] = est[order, c]
+                if conf is not None:
+                    conf[c] = conf[c, order]
+        ola.add(s.start, est)
+        if conf is not None:
+            energy = out.power * s.size + 1e-12
+            weighted = conf.mean(0, dtype=np.float64) * energy  # (K,)
+            result.confidence_sum = (0 if result.confidence_sum is None else
+                                     result.confidence_sum) + weighted
+            result.weight_sum += energy
+        result.segments += 1
+        block = ola.pop(s.done)
+        yield block
+        if on_progress is not None:
+            on_progress(block.shape[-1])
 
 
 def _as_array(wav, name: str = "wav") -> np.ndarray:
@@ -206,9 +299,8 @@ class Separator:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.cfg, self.name = cfg, name
-        # default: twice the training segment — the latent IVA gains from more frames per
-        # segment (default model on id/2spk: 2.40 dB at 2 s, 2.92 at 4 s, 2.96 at 8 s)
-        self.segment = float(segment if segment is not None else 2 * cfg.data.segment_seconds)
+        # default: the model's own (twice its training segment for a loaded checkpoint)
+        self.segment = float(segment if segment is not None else model.segment_seconds)
         self.overlap = float(overlap)
 
     @property

@@ -11,10 +11,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_inputs", "normalise_mixture", "project_to_mixture", "GlobalLayerNorm",
+__all__ = ["SeparationModel", "check_inputs", "normalise_mixture", "project_to_mixture", "GlobalLayerNorm",
            "ChannelwiseLayerNorm", "make_norm", "ConvBlock", "TemporalConvNet"]
 
 STD_EPS = 1e-8
+
+
+class SeparationModel(nn.Module):
+    """Base of every separation model: ``forward(mixture (B, L), state=None) -> SeparationOutput``.
+
+    Carries what inference needs to know about the model: ``cfg`` (its ModelConfig),
+    ``sample_rate``, ``n_sources`` and ``segment_seconds``, the default inference segment
+    (``lvbd.checkpoint.load_model`` sets it for a trained model, docs/design.md "Inference").
+    """
+
+    segment_seconds: float = 4.0
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    @property
+    def n_sources(self) -> int:
+        return self.cfg.n_sources
 
 
 def check_inputs(mixture: Tensor, references: Tensor | None = None, n_sources: int | None = None) -> None:

@@ -17,10 +17,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import ConfigError, ModelConfig
-from .blocks import STD_EPS, check_inputs, normalise_mixture, project_to_mixture
+from .blocks import STD_EPS, SeparationModel, check_inputs, normalise_mixture, project_to_mixture
 from .demixing import PredictedDemixer, apply_demixing, auxiva_demix, iss_demix
 from .encoder import build_frontend
 from .lifting import Lifting
@@ -62,7 +62,7 @@ class _Chunk:
     bounds: tuple[int, int]      # samples a..b of the mixture
 
 
-class LVBD(nn.Module):
+class LVBD(SeparationModel):
     """Latent variational block-wise disentanglement separator (design §3).
 
     Ablations are configuration: ``variational=False`` (deterministic: y = μ, no log σ² head, kl = 0),
@@ -70,9 +70,8 @@ class LVBD(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
         _validate(cfg)
-        self.cfg = cfg
+        super().__init__(cfg)
         K, M, D, N = cfg.n_sources, cfg.n_latent_channels, cfg.block_size, cfg.n_filters
         self.frontend = build_frontend(cfg.frontend, N, cfg.kernel_size, cfg.stride)
         self.lifting = Lifting(N, M, D, cfg.bottleneck, cfg.hidden, cfg.n_blocks, cfg.n_repeats)

@@ -9,27 +9,26 @@ separation term alone (``lvbd.objective``).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...config import ConfigError, ModelConfig
-from ..blocks import TemporalConvNet, check_inputs, normalise_mixture, project_to_mixture
+from ..blocks import SeparationModel, TemporalConvNet, check_inputs, normalise_mixture, project_to_mixture
 from ..encoder import ConvFrontEnd
 from ..output import SeparationOutput
 
 __all__ = ["ConvTasNet"]
 
 
-class ConvTasNet(nn.Module):
+class ConvTasNet(SeparationModel):
     """Mask-based separator using ModelConfig's n_filters, kernel_size, stride, bottleneck, hidden,
     n_blocks, n_repeats (and n_sources)."""
 
     def __init__(self, cfg: ModelConfig, encoder_activation: str = "linear", mask_activation: str = "sigmoid"):
-        super().__init__()
+        super().__init__(cfg)
         if mask_activation not in ("sigmoid", "relu"):
             raise ConfigError(f"mask_activation must be 'sigmoid' or 'relu', got {mask_activation!r}")
         if cfg.frontend != "conv":
             raise ConfigError(f"convtasnet supports model.frontend 'conv' only, got {cfg.frontend!r}")
-        self.cfg = cfg
         self.mask_activation = mask_activation
         self.frontend = ConvFrontEnd(cfg.n_filters, cfg.kernel_size, cfg.stride, encoder_activation)
         self.masker = TemporalConvNet(cfg.n_filters, cfg.n_sources * cfg.n_filters, cfg.bottleneck,
