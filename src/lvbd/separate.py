@@ -16,7 +16,7 @@ The engine is itself in layers, each readable and testable alone (demucs ``apply
    finished samples are handed on as soon as no later segment touches them, so memory does not
    grow with length;
 4. writing: :meth:`Separator.separate` collects the blocks, :meth:`Separator.separate_to_files`
-   streams them into ``audio.StreamWriter``\ s.
+   streams them into ``audio.StreamWriter`` objects.
 """
 from __future__ import annotations
 
