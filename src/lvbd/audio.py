@@ -15,6 +15,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from .errors import LvbdError
+from .fileio import atomic_open, default_mode
 
 CLIP_MODES = ("rescale", "clamp", "none")
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
@@ -110,19 +111,6 @@ def load(path: str | Path, start: int = 0, frames: int = -1) -> tuple[np.ndarray
     return wav, int(sample_rate)
 
 
-def blocks(path: str | Path, block_frames: int):
-    """Yield float32 ``(C, l)`` blocks of at most ``block_frames`` samples (constant memory)."""
-    check_input(path)
-    try:
-        with sf.SoundFile(str(path)) as f:
-            for block in f.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                if not np.isfinite(block).all():
-                    raise AudioError(f"{path} holds NaN or Inf samples")
-                yield np.ascontiguousarray(block.T)
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(f"cannot read audio {path}: {_reason(err)}") from None
-
-
 def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     """Polyphase resampling along the last axis (scipy ``resample_poly``); float32 out."""
     if orig_rate <= 0 or target_rate <= 0:
@@ -196,30 +184,12 @@ def save(path: str | Path, wav: np.ndarray, sample_rate: int, clip_mode: str = "
     wav = apply_clip(wav, clip_mode)
     major, default_subtype = FORMATS[fmt]
     subtype = subtype or (default_subtype if clip_mode != "none" or fmt == "flac" else "FLOAT")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_open(path, "wb") as handle:
             sf.write(handle, wav.T, sample_rate, format=major, subtype=subtype)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(err, (OSError, sf.LibsndfileError, RuntimeError)):
-            raise AudioError(f"cannot write {path}: {_reason(err)}") from None
-        raise
+    except (OSError, sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"cannot write {path}: {_reason(err)}") from None
     return path
-
-
-def _default_mode(path: str) -> None:
-    """Give a ``mkstemp`` file (0600) the permissions a plain ``open`` would (0666 & ~umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _reason(err: BaseException) -> str:
@@ -319,7 +289,7 @@ class StreamWriter:
                     dst.write(block)
             with open(final_tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
-            _default_mode(final_tmp)
+            default_mode(final_tmp)
             self._final = final_tmp
         except BaseException as err:
             if final_tmp is not None:

@@ -7,8 +7,6 @@ shipped model is the same file without optimizer tensors, plus a sidecar ``.json
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from safetensors.torch import save as st_save
 
 from .config import Config, config_from_dict
 from .errors import LvbdError
+from .fileio import atomic_write
 
 FORMAT = "lvbd-checkpoint-1"
 UNSAFE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"}
@@ -26,27 +25,6 @@ UNSAFE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"}
 
 class CheckpointError(LvbdError):
     """A checkpoint is missing, unsafe, corrupt or of an unknown format."""
-
-
-def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then ``os.replace``: all or nothing."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give what a plain open would
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, step: int,
@@ -70,7 +48,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, step:
         meta["optim_scalars"] = json.dumps(scalars)
         tensors["rng.torch"] = torch.get_rng_state()
     try:
-        atomic_write_bytes(path, st_save(tensors, metadata=meta))
+        atomic_write(path, st_save(tensors, metadata=meta))
     except OSError as err:
         raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
     return Path(path)

@@ -24,12 +24,14 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LvbdError
+from .fileio import atomic_write
+from .inputs import find_inputs
+from .progress import show_progress
 
 log = logging.getLogger("lvbd.separate")
 _WORKER: dict = {}
@@ -247,10 +249,7 @@ def _remove_empty(folders: list[Path]) -> None:
 def _write_record(track: Path, path: Path, model: dict) -> None:
     record = {"input": str(path.resolve()), **model}
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{RECORD}.", suffix=".tmp", dir=track)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, track / RECORD)
+        atomic_write(track / RECORD, json.dumps(record, indent=1) + "\n")
     except OSError as err:
         log.warning("could not record the input of %s (%s): a later call will not recognise "
                     "these outputs as its own", track, err.strerror or err)
@@ -327,7 +326,6 @@ def _work(item):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import find_inputs, show_progress
 
     if args.jobs < 1:
         raise LvbdError(f"--jobs must be >= 1, got {args.jobs}")

@@ -18,9 +18,7 @@ import csv
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +27,8 @@ import numpy as np
 from . import __version__, audio
 from .data.mixfolder import TestSet, find_sets, read_set  # noqa: F401 (re-exported)
 from .errors import LvbdError
+from .fileio import atomic_write
+from .progress import show_progress
 from .metrics import (DEFAULT_METRICS, DEFINITIONS, METRICS, SILENT_POLICY, compute_metrics)
 
 log = logging.getLogger(__name__)
@@ -163,18 +163,6 @@ def _json_safe(value):
     return value
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv_text(rows: list[dict]) -> str:
     import io
 
@@ -276,8 +264,8 @@ def evaluate_set(separator, set_dir: str | Path, out_dir: str | Path | None = No
     if out_dir is not None:
         out_dir = Path(out_dir)
         tag = test_set.name.replace("/", "_")
-        _write_atomic(out_dir / f"{tag}.csv", _csv_text(rows))
-        _write_atomic(out_dir / f"{tag}.json",
+        _write(out_dir / f"{tag}.csv", _csv_text(rows))
+        _write(out_dir / f"{tag}.json",
                       json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")
         summary["files"] = [str(out_dir / f"{tag}.csv"), str(out_dir / f"{tag}.json")]
     summary["rows"] = rows
@@ -377,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
     model = None if args.model in BASELINES else load_separator(args.model)
     label = args.model if model is None else model.name
     out_dir = Path(args.out) / label
-    progress = not args.quiet and sys.stderr.isatty()
+    progress = show_progress(args.quiet)
     summaries = []
     for set_dir, explicit in sets:
         test_set_k = read_set(set_dir).n_sources
@@ -395,9 +383,14 @@ def run(args: argparse.Namespace) -> int:
     if not summaries:
         raise LvbdError(f"no test set matches the model's {model.n_sources} sources")
     table = format_table(summaries)
-    _write_atomic(out_dir / "summary.json",
+    _write(out_dir / "summary.json",
                   json.dumps(_json_safe(summaries), indent=2, allow_nan=False) + "\n")
-    _write_atomic(out_dir / "table.txt", table + "\n")
+    _write(out_dir / "table.txt", table + "\n")
     sys.stdout.write(table + "\n")
     log.info("wrote %s", out_dir)
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text)

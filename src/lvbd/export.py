@@ -11,7 +11,8 @@ import json
 import logging
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes, load_model, save_checkpoint
+from .checkpoint import load_model, save_checkpoint
+from .fileio import atomic_write
 from .errors import LvbdError
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def export_model(checkpoint: str | Path, out: str | Path, note: str = "") -> Pat
                            extra=provenance)
     sidecar = {"config": cfg.to_dict(), "provenance": provenance,
                "parameters": sum(p.numel() for p in model.parameters())}
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(sidecar, indent=2) + "\n").encode())
+    atomic_write(out.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
     return path
 
 

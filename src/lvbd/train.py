@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, apply_overrides, load_config
 from .errors import LvbdError
+from .fileio import atomic_write
 from .losses import pairwise_neg_si_sdr, pit_hungarian, si_sdr, total_loss
 from .models import build_model
 from .objective import loss_terms
+from .progress import show_progress
 from .separate import resolve_device
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
                     keep.append(row)
             except (json.JSONDecodeError, AttributeError):
                 log.warning("%s: dropped a torn log row %r", path, row[:80])
-        atomic_write_bytes(path, "".join(r + "\n" for r in keep).encode())
+        atomic_write(path, "".join(r + "\n" for r in keep))
 
 
 def _remove_stale_temps(run_dir: Path) -> None:
@@ -133,7 +135,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
     if rank == 0:
         if not resume:
             _truncate_metrics(metrics_path, 0)  # rows of a run killed before its 1st checkpoint
-        atomic_write_bytes(run_dir / "config.yaml", json.dumps(cfg.to_dict(), indent=2).encode())
+        atomic_write(run_dir / "config.yaml", json.dumps(cfg.to_dict(), indent=2))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2f M parameters on %s (world %d)", cfg.model.arch, n_params / 1e6,
              device, world)
@@ -248,8 +250,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import show_progress
-
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "last.safetensors").exists():

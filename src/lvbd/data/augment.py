@@ -21,7 +21,6 @@ import functools
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -32,6 +31,7 @@ from scipy import signal
 
 from ..config import AugmentConfig
 from ..errors import LvbdError
+from ..fileio import atomic_open
 from .mixing import NOISE_KINDS, coloured_noise, scale_noise
 
 log = logging.getLogger(__name__)
@@ -273,16 +273,9 @@ def save_rir_bank(bank: RirBank, path: str | Path) -> Path:
     """Write ``bank`` to an .npz atomically (a temp file in the same folder, then ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, rirs=bank.rirs, lengths=bank.lengths, direct=bank.direct,
-                     rt60=bank.rt60, rooms=bank.rooms, sample_rate=bank.sample_rate,
-                     seed=bank.seed)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, rirs=bank.rirs, lengths=bank.lengths, direct=bank.direct,
+                 rt60=bank.rt60, rooms=bank.rooms, sample_rate=bank.sample_rate, seed=bank.seed)
     return path
 
 

@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 
+from ..progress import show_progress
 from .corpus import BuildConfig, build_corpus, corpus_stats, format_stats
 from .testsets import TEST_SETS
 from .voices import ENGINES
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         valid_clips=args.valid_clips, test_clips=args.test_clips,
         test_mixtures=tuple(args.test_mixtures), test_speakers=tuple(args.test_speakers),
         test_sets=None if args.test_sets is None else tuple(args.test_sets),
-        progress=not args.quiet and sys.stderr.isatty())
+        progress=show_progress(args.quiet))
     manifest = build_corpus(args.out, config)
     print(format_stats(corpus_stats(manifest.parent)))
     return 0

@@ -17,11 +17,9 @@ import io
 import json
 import logging
 import math
-import os
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,10 @@ import soundfile as sf
 
 from ..audio import save
 from ..errors import LvbdError
+from ..fileio import atomic_write, write_if_changed
+from ..progress import run_jobs
 from . import text as textlib
+from .metadata import read_metadata
 from .synth import (ASTERISK_ROOT, SynthesisError, load_prompts, probe, synthesize,
                     synthesize_many)
 from .voices import (ASTERISK_DIRS, ASTERISK_TEST_ONLY, ENGINES, EXTRA_ENGINE_VOICES,
@@ -212,9 +213,7 @@ def _sentences(out: Path, lang: str, voice_text: bool = False) -> tuple[str, ...
         sentences = textlib.foreign_sentences(lang)
     if sentences:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.tmp")
-        tmp.write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
-        os.replace(tmp, cache)
+        atomic_write(cache, "".join(s + "\n" for s in sentences))
     return tuple(sentences)
 
 
@@ -405,33 +404,6 @@ def _clean_temporaries(out: Path) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def _run_jobs(function, jobs: list, n_workers: int, progress: bool, desc: str,
-              unit: str = "clip", sizes: list[int] | None = None) -> list:
-    """``[function(job) for job in jobs]`` on ``n_workers`` processes (results in order); a tqdm bar
-    counting ``sizes[i]`` units per job when ``progress``."""
-    if not jobs:
-        return []
-    sizes = sizes or [1] * len(jobs)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=sum(sizes), desc=desc, unit=unit, dynamic_ncols=True)
-    results = []
-    pool = Pool(n_workers) if n_workers > 1 else None
-    try:
-        done = pool.imap(function, jobs) if pool is not None else map(function, jobs)
-        for result, size in zip(done, sizes):
-            results.append(result)
-            if bar:
-                bar.update(size)
-    finally:
-        if bar:
-            bar.close()
-        if pool is not None:
-            pool.terminate()
-    return results
-
-
 def read_manifest(root: str | Path) -> list[dict]:
     """Rows of ``root/manifest.csv`` as dicts (``duration`` as float)."""
     path = Path(root) / MANIFEST
@@ -446,16 +418,6 @@ def read_manifest(root: str | Path) -> list[dict]:
     for row in rows:
         row["duration"] = float(row["duration"])
     return rows
-
-
-def write_if_changed(path: Path, content: str) -> bool:
-    """Atomically replace ``path`` with ``content`` unless it already holds it."""
-    if path.exists() and path.read_text(encoding="utf-8") == content:
-        return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
-    return True
 
 
 def _manifest_text(rows: list[dict]) -> str:
@@ -509,7 +471,7 @@ def build_corpus(out: str | Path, config: BuildConfig | None = None) -> Path:
         batches = _batches(sorted(todo, key=lambda c: c.path))
         args = [(batch, str(out), config.sample_rate, config.executables) for batch in batches]
         failed = 0
-        for results in _run_jobs(_render, args, config.jobs, config.progress,
+        for results in run_jobs(_render, args, config.jobs, config.progress,
                                  f"synthesizing (round {round_ + 1})",
                                  sizes=[len(b) for b in batches]):
             for path, n, error in results:
@@ -571,9 +533,7 @@ def corpus_stats(root: str | Path) -> dict:
                     "utterances": v["utterances"]} for key, v in sorted(table.items())}
     mixtures = {}
     for meta in sorted((root / "test").glob("*/*spk/metadata.csv")):
-        with open(meta, newline="", encoding="utf-8") as handle:
-            mixtures[f"{meta.parent.parent.name}/{meta.parent.name}"] = sum(
-                1 for _ in csv.DictReader(handle))
+        mixtures[f"{meta.parent.parent.name}/{meta.parent.name}"] = len(read_metadata(meta)[1])
     return {"corpus": corpus, "test_sets": mixtures}
 
 

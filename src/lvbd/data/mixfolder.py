@@ -16,17 +16,16 @@ A folder named ``Kspk`` must hold K sources.
 """
 from __future__ import annotations
 
-import csv
 import glob
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LvbdError
+from ..inputs import AUDIO_SUFFIXES
+from .metadata import METADATA, read_metadata
 
 MIX_FOLDERS = ("mix", "mix_clean")
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3", ".w64",
-                  ".caf", ".opus"}
 _SET_DIR = re.compile(r"^\d+spk$")
 
 
@@ -64,11 +63,8 @@ def is_set(root: Path) -> bool:
 
 
 def _read_metadata(root: Path) -> tuple[int, list[tuple[str, Path, list[Path]]]]:
-    meta = root / "metadata.csv"
-    with open(meta, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        rows = list(reader)
+    meta = root / METADATA
+    columns, rows = read_metadata(meta)
     source_columns = sorted((c for c in columns if re.fullmatch(r"source_\d+_path", c)),
                             key=lambda c: int(c.split("_")[1]))
     missing = {"mixture_ID", "mixture_path"} - set(columns)

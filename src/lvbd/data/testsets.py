@@ -22,8 +22,6 @@ always means the same voices; the voices added later join only the sets that nam
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import zlib
 from collections import defaultdict
@@ -34,6 +32,8 @@ import numpy as np
 import soundfile as sf
 
 from ..audio import save
+from ..progress import run_jobs
+from .metadata import METADATA, read_metadata, write_metadata
 from .mixing import NOISE_KINDS, coloured_noise, crop_or_pad, mix_stems, random_gains_db
 from .mixing import random_offset, scale_noise
 from .voices import MBROLA_HELDOUT_LANG, SHIPPED_HELDOUT
@@ -198,7 +198,8 @@ def _complete(job: MixtureJob) -> bool:
     return all((Path(job.set_dir) / n / f"{job.name}.wav").exists() for n in _folders(job))
 
 
-def _metadata(jobs: list[MixtureJob]) -> str:
+def _metadata(jobs: list[MixtureJob]) -> tuple[list[str], list[dict[str, str]]]:
+    """Columns and rows of the set's metadata.csv."""
     n_sources = len(jobs[0].clips)
     noisy = bool(jobs[0].noise_kind)
     columns = ["mixture_ID", "mixture_path"]
@@ -208,9 +209,7 @@ def _metadata(jobs: list[MixtureJob]) -> str:
     columns += [f"source_{k + 1}_clip" for k in range(n_sources)]
     columns += [f"source_{k + 1}_gain_db" for k in range(n_sources)]
     columns += ["snr_db", "noise_kind"] if noisy else []
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
+    rows = []
     for job in jobs:
         row = {"mixture_ID": job.name, "mixture_path": f"mix/{job.name}.wav",
                "length": job.length}
@@ -222,8 +221,8 @@ def _metadata(jobs: list[MixtureJob]) -> str:
         if noisy:
             row.update(noise_path=f"noise/{job.name}.wav", snr_db=f"{job.snr_db:.3f}",
                        noise_kind=job.noise_kind)
-        writer.writerow(row)
-    return buffer.getvalue()
+        rows.append({c: str(row.get(c, "")) for c in columns})
+    return columns, rows
 
 
 def plan_test_set(root: Path, rows: list[dict], spec: TestSet, n_sources: int,
@@ -259,19 +258,20 @@ def plan_test_set(root: Path, rows: list[dict], spec: TestSet, n_sources: int,
 def _stale(jobs: list[MixtureJob]) -> list[MixtureJob]:
     """Mixtures whose files an earlier build wrote from another plan (its ``metadata.csv`` row
     differs, e.g. ``ood-real`` before the held-out voices changed): they are rendered again."""
-    path = Path(jobs[0].set_dir) / "metadata.csv"
+    path = Path(jobs[0].set_dir) / METADATA
     if not path.exists():
         return []
-    old = {line.split(",", 1)[0]: line for line in path.read_text(encoding="utf-8").splitlines()}
-    new = {line.split(",", 1)[0]: line for line in _metadata(jobs).splitlines()}
-    if old.get("mixture_ID") != new["mixture_ID"]:
+    old_columns, old_rows = read_metadata(path)
+    columns, rows = _metadata(jobs)
+    if old_columns != columns:
         return list(jobs)
+    old = {row["mixture_ID"]: row for row in old_rows}
+    new = {row["mixture_ID"]: row for row in rows}
     return [job for job in jobs if job.name in old and old[job.name] != new[job.name]]
 
 
 def write_test_sets(root: str | Path, rows: list[dict], config, missing: list[str]) -> dict:
     """Write every requested test set that its engines allow → {``set/Kspk``: mixtures}."""
-    from .corpus import _run_jobs, write_if_changed
 
     root = Path(root)
     names = config.test_sets if config.test_sets is not None else tuple(TEST_SETS)
@@ -305,7 +305,7 @@ def write_test_sets(root: str | Path, rows: list[dict], config, missing: list[st
         for sub in _folders(job):
             (Path(job.set_dir) / sub).mkdir(parents=True, exist_ok=True)
     failed = {}
-    for key, error in _run_jobs(render_mixture, todo, config.jobs, config.progress,
+    for key, error in run_jobs(render_mixture, todo, config.jobs, config.progress,
                                 "test mixtures"):
         if error:
             failed[key] = error
@@ -316,6 +316,6 @@ def write_test_sets(root: str | Path, rows: list[dict], config, missing: list[st
                                failed.get(str(Path(job.set_dir) / job.name), "missing files"))
         good = [job for job in jobs if _complete(job)]
         if good:
-            write_if_changed(Path(good[0].set_dir) / "metadata.csv", _metadata(good))
+            write_metadata(Path(good[0].set_dir) / METADATA, *_metadata(good))
             written[key] = len(good)
     return written

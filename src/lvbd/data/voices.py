@@ -91,7 +91,6 @@ ASTERISK_DIRS = {
     "es": ("es-co", "es", "*.gsm", "asterisk-prompt-es-co"),
     "fr": ("armelle", "fr", "*.gsm", "asterisk-prompt-fr-armelle"),
 }
-ASTERISK_TRAIN = ("june", "carlo", "ivrvoice-ru", "menardi")
 ASTERISK_TEST_ONLY = ("allison", "es-co", "armelle")
 
 
@@ -244,9 +243,3 @@ def espeak_speakers() -> dict[str, list[Voice]]:
     lang_pairs = [(lang, v) for lang in LANGS for v in TRAIN_VARIANTS]
     lang = _draw(rng, lang_pairs, N_LANG_SPEAKERS)
     return {"train": train, "test": heldout, "ood-espeak": ood, "ood-lang": lang}
-
-
-def other_voices(engine: str) -> tuple[list[Voice], list[Voice]]:
-    """(train/valid/test voices, test-only voices) of a non-espeak synthesizer."""
-    train, test = OTHER_ENGINE_VOICES[engine]
-    return [Voice(engine, v) for v in train], [Voice(engine, v) for v in test]
