@@ -24,10 +24,13 @@ def _cfg(root, steps=2, **over):
     return cfg
 
 
-def _rows(run_dir):
+def _rows(run_dir, timing=False):
+    """metrics.jsonl rows, without the timing columns unless ``timing`` (they differ between runs)."""
     rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for r in rows:
-        r.pop("sec_per_step", None)
+        if not timing:
+            r.pop("sec_per_step", None)
+            r.pop("cpu_minutes", None)
     return rows
 
 
@@ -62,6 +65,8 @@ def test_resume_continues_the_same_curve(fake_corpus, tmp_path, monkeypatch):
     train_module.train(_cfg(fake_corpus, steps=4), tmp_path / "killed", resume=True)
     a, b = _rows(full), _rows(tmp_path / "killed")
     assert [r["step"] for r in b] == [1, 2, 3, 4]
+    cpu = [r["cpu_minutes"] for r in _rows(tmp_path / "killed", timing=True)]
+    assert all(0 < x < y for x, y in zip(cpu, cpu[1:]))  # carried over the resume
     for ra, rb in zip(a, b):
         assert ra.keys() == rb.keys()
         for key in ra:
@@ -108,3 +113,13 @@ def test_ddp_two_cpu_processes(fake_corpus, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [r["step"] for r in _rows(tmp_path / "ddp")] == [1, 2]
+
+
+def test_plateau_schedule_halves_the_lr_after_patience_validations_without_a_best():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = train_module.PlateauSchedule(opt, patience=2, factor=0.5)
+    assert [schedule.update(s) for s in (1.0, 0.5, 0.5, 2.0, 1.0)] == [True, False, False, True, False]
+    assert schedule.lr == 0.5 and (schedule.best, schedule.bad) == (2.0, 1)
+    resumed = train_module.PlateauSchedule(opt, 2, 0.5, best=schedule.best, bad=schedule.bad)
+    resumed.update(0.0)
+    assert resumed.lr == 0.25 and resumed.bad == 0

@@ -12,11 +12,13 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, apply_overrides, load_config
@@ -89,12 +91,57 @@ def _remove_stale_temps(run_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | None = None,
-          progress: bool = False) -> Path:
-    """Train ``cfg`` into ``run_dir`` (``last``/``best``.safetensors, metrics.jsonl)."""
-    from .data.datasets import DynamicMixDataset, FixedValidSet
+class PlateauSchedule:
+    """Learning rate × ``lr_factor`` after ``lr_patience`` validations without a new best score.
 
-    run_dir = Path(run_dir)
+    ``best`` and ``bad`` (validations since the best) are saved in every checkpoint and restored on
+    resume, so a resumed run halves the LR at the same step as an uninterrupted one.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, patience: int, factor: float,
+                 best: float = -math.inf, bad: int = 0):
+        self.opt, self.patience, self.factor = opt, patience, factor
+        self.best, self.bad = best, bad
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def update(self, score: float) -> bool:
+        """Record a validation score; whether it is a new best."""
+        if score > self.best:
+            self.best, self.bad = score, 0
+            return True
+        self.bad += 1
+        if self.bad >= self.patience:
+            for group in self.opt.param_groups:
+                group["lr"] *= self.factor
+            self.bad = 0
+        return False
+
+
+class _Clock:
+    """Wall-clock budget and the CPU minutes of the whole run (resumes included)."""
+
+    def __init__(self, budget_minutes: float, cpu_minutes_before: float):
+        self.budget_s = budget_minutes * 60.0
+        self.start, self.cpu_start, self.cpu0 = time.monotonic(), time.process_time(), cpu_minutes_before
+
+    def cpu_minutes(self) -> float:
+        """CPU time of this process (all threads) over the whole run, resumes included."""
+        return self.cpu0 + (time.process_time() - self.cpu_start) / 60.0
+
+    def out_of_time(self, ddp: bool, device: torch.device) -> bool:
+        out = self.budget_s > 0 and time.monotonic() - self.start >= self.budget_s
+        if ddp and self.budget_s > 0:  # every rank stops at the same step
+            flag = torch.tensor(float(out), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out = bool(flag.item())
+        return out
+
+
+def _start_distributed(cfg: Config) -> tuple[bool, int, int, torch.device]:
+    """(ddp, rank, world, device): DDP when started by ``torchrun`` (gloo on CPU, nccl on CUDA)."""
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = resolve_device(cfg.train.device)
     if ddp:
@@ -102,10 +149,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    last, best_path, metrics_path = (run_dir / "last.safetensors", run_dir / "best.safetensors",
-                                     run_dir / "metrics.jsonl")
+    return ddp, rank, world, device
+
+
+def _restore(run_dir: Path, cfg: Config, rank: int, device: torch.device, resume: bool,
+             init: str | None) -> tuple[torch.nn.Module, torch.optim.Optimizer, int, dict]:
+    """Model and optimizer, fresh, from ``init`` weights or resumed → (model, opt, step, extra)."""
+    last, metrics_path = run_dir / "last.safetensors", run_dir / "metrics.jsonl"
     if resume and not last.exists():
         raise LvbdError(f"--resume: no checkpoint {last}")
     if not resume and last.exists():
@@ -116,18 +166,17 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
     torch.manual_seed(cfg.train.seed + rank)
     model = build_model(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    step, best, bad, cpu0 = 0, -math.inf, 0, 0.0
+    step, extra = 0, {"best": -math.inf, "bad": 0, "cpu_minutes": 0.0}
     if resume:
         _, state, info = load_checkpoint(last)
         model.load_state_dict(state)
         opt.load_state_dict(info["optimizer"])
         if "rng_torch" in info:
             torch.set_rng_state(info["rng_torch"])
-        step, best, bad = info["step"], info["extra"]["best"], info["extra"]["bad"]
-        cpu0 = float(info["extra"].get("cpu_minutes", 0.0))
+        step, extra = info["step"], dict(extra, **info["extra"])
         if rank == 0:
             _truncate_metrics(metrics_path, step)
-        log.info("resumed %s at step %d (best valid SI-SDRi %.2f dB)", run_dir, step, best)
+        log.info("resumed %s at step %d (best valid SI-SDRi %.2f dB)", run_dir, step, extra["best"])
     elif init:
         _, state, _ = load_checkpoint(init)
         model.load_state_dict(state)
@@ -136,12 +185,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
         if not resume:
             _truncate_metrics(metrics_path, 0)  # rows of a run killed before its 1st checkpoint
         atomic_write(run_dir / "config.yaml", json.dumps(cfg.to_dict(), indent=2))
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s: %.2f M parameters on %s (world %d)", cfg.model.arch, n_params / 1e6,
-             device, world)
-    wrapped = _LossModule(model)
-    if ddp:
-        wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, find_unused_parameters=True)
+    return model, opt, step, extra
+
+
+def _data(cfg: Config, step: int, rank: int, world: int):
+    """(training loader from ``step`` on, fixed validation items)."""
+    from .data.datasets import DynamicMixDataset, FixedValidSet
+
     d, B = cfg.data, cfg.data.batch_size
     train_set = DynamicMixDataset(d.root, d.splits_train, cfg.model.n_sources, d.segment_seconds,
                                   cfg.model.sample_rate, cfg.train.seed,
@@ -153,81 +203,90 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
     loader = torch.utils.data.DataLoader(train_set, batch_size=B, sampler=order,
                                          num_workers=d.num_workers,  # own generator: the
                                          generator=torch.Generator().manual_seed(step))  # global RNG stays resumable
+    return loader, valid
+
+
+def _step(wrapped, model, opt, refs: torch.Tensor, cfg: Config, step: int) -> tuple[dict | None, float]:
+    """One optimisation step → (logged values, or None when skipped; the total loss)."""
+    est, terms = wrapped(refs.sum(1), refs, cfg.loss, step, cfg.train.steps)
+    loss = total_loss(terms, cfg.loss, step)
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    opt.zero_grad(set_to_none=True)
+    grad_norm = math.nan
+    if torch.isfinite(loss):
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad))
+    if math.isfinite(grad_norm):
+        opt.step()
+        return dict(values, loss=float(loss.detach()), grad_norm=grad_norm,
+                    train_si_sdri=float(si_sdri(est.detach(), refs).mean())), float(loss)
+    if cfg.train.on_nonfinite == "stop":
+        raise NonFiniteLoss(f"non-finite loss or gradient at step {step}: {values}")
+    log.warning("step %d: non-finite loss or gradient %s, step skipped", step, values)
+    return None, float(loss)
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | None = None,
+          progress: bool = False) -> Path:
+    """Train ``cfg`` into ``run_dir`` (``last``/``best``.safetensors, metrics.jsonl)."""
+    run_dir, tc = Path(run_dir), cfg.train
+    ddp, rank, world, device = _start_distributed(cfg)
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    model, opt, step, extra = _restore(run_dir, cfg, rank, device, resume, init)
+    schedule = PlateauSchedule(opt, tc.lr_patience, tc.lr_factor, extra["best"], extra["bad"])
+    log.info("model %s: %.2f M parameters on %s (world %d)", cfg.model.arch,
+             sum(p.numel() for p in model.parameters()) / 1e6, device, world)
+    wrapped = _LossModule(model)
+    if ddp:
+        wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, find_unused_parameters=True)
+    loader, valid = _data(cfg, step, rank, world)
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
-        bar = tqdm(total=cfg.train.steps, initial=step, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=tc.steps, initial=step, unit="step", dynamic_ncols=True)
     model.train()
     tic, window, skipped = time.perf_counter(), [], 0
-    start, cpu_start = time.monotonic(), time.process_time()
-    budget_s = cfg.train.budget_minutes * 60.0
-
-    def cpu_minutes() -> float:
-        """CPU time of this process (all threads) over the whole run, resumes included."""
-        return cpu0 + (time.process_time() - cpu_start) / 60.0
-
+    clock = _Clock(tc.budget_minutes, float(extra.get("cpu_minutes", 0.0)))
     for refs in loader:
         refs = refs.to(device)  # (B, K, L)
-        est, terms = wrapped(refs.sum(1), refs, cfg.loss, step, cfg.train.steps)
-        loss = total_loss(terms, cfg.loss, step)
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        opt.zero_grad(set_to_none=True)
-        grad_norm = math.nan
-        if torch.isfinite(loss):
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                             cfg.train.clip_grad))
-        if math.isfinite(grad_norm):
-            opt.step()
-            window.append(dict(values, loss=float(loss.detach()), grad_norm=grad_norm,
-                               train_si_sdri=float(si_sdri(est.detach(), refs).mean())))
-        elif cfg.train.on_nonfinite == "stop":
-            raise NonFiniteLoss(f"non-finite loss or gradient at step {step}: {values}")
-        else:
+        values, loss = _step(wrapped, model, opt, refs, cfg, step)
+        if values is None:
             skipped += 1
-            log.warning("step %d: non-finite loss or gradient %s, step skipped", step, values)
+        else:
+            window.append(values)
         step += 1
-        out_of_time = budget_s > 0 and time.monotonic() - start >= budget_s
-        if ddp and budget_s > 0:  # every rank stops at the same step
-            flag = torch.tensor(float(out_of_time), device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            out_of_time = bool(flag.item())
-        final = step == cfg.train.steps or out_of_time
+        out_of_time = clock.out_of_time(ddp, device)
+        final = step == tc.steps or out_of_time
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.2f}", refresh=False)
+            bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
         row = None
-        if step % cfg.train.log_every == 0 or final:
+        if step % tc.log_every == 0 or final:
             row = {k: sum(w[k] for w in window) / len(window) for k in window[0]} if window else {}
-            row.update(step=step, lr=opt.param_groups[0]["lr"], skipped=skipped,
+            row.update(step=step, lr=schedule.lr, skipped=skipped,
                        sec_per_step=(time.perf_counter() - tic) / max(1, len(window)),
-                       cpu_minutes=cpu_minutes())
+                       cpu_minutes=clock.cpu_minutes())
             tic, window = time.perf_counter(), []
-        if step % cfg.train.valid_every == 0 or final:
-            score = validate(model, valid, B, device)
+        if step % tc.valid_every == 0 or final:
+            score = validate(model, valid, cfg.data.batch_size, device)
             row = dict(row or {"step": step}, valid_si_sdri=score)
-            if score > best:
-                best, bad = score, 0
-                if rank == 0:
-                    save_checkpoint(best_path, model, cfg, step,
-                                    extra={"valid_si_sdri": score, "cpu_minutes": cpu_minutes()})
-            else:
-                bad += 1
-                if bad >= cfg.train.lr_patience:
-                    for group in opt.param_groups:
-                        group["lr"] *= cfg.train.lr_factor
-                    bad = 0
-                    log.info("step %d: validation plateau, lr -> %.2e", step,
-                             opt.param_groups[0]["lr"])
+            lr = schedule.lr
+            if schedule.update(score) and rank == 0:
+                save_checkpoint(run_dir / "best.safetensors", model, cfg, step,
+                                extra={"valid_si_sdri": score, "cpu_minutes": clock.cpu_minutes()})
+            if schedule.lr != lr:
+                log.info("step %d: validation plateau, lr -> %.2e", step, schedule.lr)
         if row is not None and rank == 0:
-            with metrics_path.open("a") as fh:
+            with (run_dir / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             log.debug("%s", row)
-        if rank == 0 and (step % cfg.train.checkpoint_every == 0 or final):
-            save_checkpoint(last, model, cfg, step, opt,
-                            extra={"best": best, "bad": bad, "cpu_minutes": cpu_minutes()})
+        if rank == 0 and (step % tc.checkpoint_every == 0 or final):
+            save_checkpoint(run_dir / "last.safetensors", model, cfg, step, opt,
+                            extra={"best": schedule.best, "bad": schedule.bad,
+                                   "cpu_minutes": clock.cpu_minutes()})
         if out_of_time:
-            log.info("step %d: time budget of %.1f min reached", step, cfg.train.budget_minutes)
+            log.info("step %d: time budget of %.1f min reached", step, tc.budget_minutes)
             break
     if bar is not None:
         bar.close()
@@ -247,6 +306,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from these weights (e.g. the shipped model), fresh optimizer")
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (base: files merged, --set applied) and exit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -267,6 +328,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.run_dir or Path("runs") / name)
     if args.device:
         cfg.train.device = args.device
+    if args.print_config:
+        sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return 0
     if not Path(cfg.data.root, "manifest.csv").exists():
         raise LvbdError(f"no corpus at {cfg.data.root} (build it: lvbd data build --out "
                         f"{cfg.data.root}, or set data.root)")
