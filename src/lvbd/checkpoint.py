@@ -126,5 +126,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
 def inference_segment(cfg: Config) -> float:
     """Default inference segment of a model trained with ``cfg``: twice its training segment (the
-    latent IVA gains from more frames per segment; docs/design.md "Inference")."""
+    latent IVA gains from more frames per segment; docs/design.md "Inference on long files")."""
     return 2 * cfg.data.segment_seconds

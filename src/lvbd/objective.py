@@ -79,7 +79,7 @@ def perm_term(model: nn.Module, out: SeparationOutput, refs: Tensor) -> Tensor:
     constants) and demixed with the mixture's W of the same chunk, which is *not* detached, so the
     term trains the demixer and, through W = IVA(H(E(x))), the lifting and the front end.
     Back-propagating through the K reference lifts as well doubled the cost of a training step
-    (docs/design.md "Permutation term"); this keeps it at +K forward passes of H. Chunks are
+    (docs/design.md "Loss terms"); this keeps it at +K forward passes of H. Chunks are
     concatenated in slot order, so one G per utterance also rewards a consistent order across
     chunks. Examples with a silent reference are skipped (H(0) ≠ 0 because of biases, so their G
     is meaningless). refs (B, K_ref, L) at the model's scale -> scalar.

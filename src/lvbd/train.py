@@ -38,7 +38,7 @@ class NonFiniteLoss(LvbdError):
 
 
 class _LossModule(torch.nn.Module):
-    """Routes ``forward`` to ``objective.loss_terms(model, ...)`` so that DDP sees the training computation."""
+    """Routes ``forward`` to ``objective.loss_terms(model, ...)``: DDP sees the training computation."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()

@@ -22,7 +22,7 @@ class SeparationModel(nn.Module):
 
     Carries what inference needs to know about the model: ``cfg`` (its ModelConfig),
     ``sample_rate``, ``n_sources`` and ``segment_seconds``, the default inference segment
-    (``lvbd.checkpoint.load_model`` sets it for a trained model, docs/design.md "Inference").
+    (``lvbd.checkpoint.load_model`` sets it for a trained model, docs/design.md "Inference on long files").
     """
 
     segment_seconds: float = 4.0
