@@ -211,6 +211,7 @@ def _step(wrapped, model, opt, refs: torch.Tensor, cfg: Config, step: int) -> tu
     est, terms = wrapped(refs.sum(1), refs, cfg.loss, step, cfg.train.steps)
     loss = total_loss(terms, cfg.loss, step)
     values = {k: float(v.detach()) for k, v in terms.items()}
+    total = float(loss.detach())
     opt.zero_grad(set_to_none=True)
     grad_norm = math.nan
     if torch.isfinite(loss):
@@ -218,12 +219,12 @@ def _step(wrapped, model, opt, refs: torch.Tensor, cfg: Config, step: int) -> tu
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad))
     if math.isfinite(grad_norm):
         opt.step()
-        return dict(values, loss=float(loss.detach()), grad_norm=grad_norm,
-                    train_si_sdri=float(si_sdri(est.detach(), refs).mean())), float(loss)
+        return dict(values, loss=total, grad_norm=grad_norm,
+                    train_si_sdri=float(si_sdri(est.detach(), refs).mean())), total
     if cfg.train.on_nonfinite == "stop":
         raise NonFiniteLoss(f"non-finite loss or gradient at step {step}: {values}")
     log.warning("step %d: non-finite loss or gradient %s, step skipped", step, values)
-    return None, float(loss)
+    return None, total
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | None = None,
