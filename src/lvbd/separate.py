@@ -16,7 +16,9 @@ The engine is itself in layers, each readable and testable alone (demucs ``apply
    finished samples are handed on as soon as no later segment touches them, so memory does not
    grow with length;
 4. writing: :meth:`Separator.separate` collects the blocks, :meth:`Separator.separate_to_files`
-   streams them into ``audio.StreamWriter`` objects.
+   streams them into ``audio.StreamWriter`` objects;
+5. live input: :meth:`Separator.stream` runs the same segments (:func:`run_segment`) as soon as
+   the blocks fed to it cover them, with a fixed, stated delay (``lvbd.stream``).
 """
 from __future__ import annotations
 
@@ -101,9 +103,11 @@ def segment_lengths(sample_rate: int, model_rate: int, segment: float, overlap: 
     return seg, hop, margin
 
 
-def plan_segments(length: int, seg: int, hop: int, margin: int) -> Iterator[Segment]:
-    """Segments of ``seg`` samples every ``hop`` samples covering ``length`` (>= 1) samples."""
-    start = 0
+def plan_segments(length: int, seg: int, hop: int, margin: int, first: int = 0
+                  ) -> Iterator[Segment]:
+    """Segments of ``seg`` samples every ``hop`` samples covering ``length`` (>= 1) samples;
+    ``first`` (a multiple of ``hop`` below ``length``) resumes the plan at that segment."""
+    start = first
     while True:
         size = min(seg, length - start)
         nxt = start + hop
@@ -230,28 +234,39 @@ def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_ra
     result = result or StreamResult(n_sources)
     ola, state = OverlapAdd(n_sources, channels, seg, hop), None
     for s in plan_segments(length, seg, hop, margin):
-        x = read(s.lo, s.hi)  # (C, hi - lo)
-        out = apply_model(model, x, sample_rate, state, device, s)
-        state, est, conf = out.state, out.estimates, out.confidence
-        orders = source_orders(est, ola.overlap(s.start, s.size), x, first=s.start == 0)
-        for c, order in enumerate(orders):
-            if (order != np.arange(n_sources)).any():
-                result.reorders += 1
-                est[:, c] = est[order, c]
-                if conf is not None:
-                    conf[c] = conf[c, order]
-        ola.add(s.start, est)
-        if conf is not None:
-            energy = out.power * s.size + 1e-12
-            weighted = conf.mean(0, dtype=np.float64) * energy  # (K,)
-            result.confidence_sum = (0 if result.confidence_sum is None else
-                                     result.confidence_sum) + weighted
-            result.weight_sum += energy
-        result.segments += 1
-        block = ola.pop(s.done)
+        block, state = run_segment(model, read(s.lo, s.hi), s, sample_rate, state, device, ola,
+                                   result)
         yield block
         if on_progress is not None:
             on_progress(block.shape[-1])
+
+
+def run_segment(model: torch.nn.Module, x: np.ndarray, s: Segment, sample_rate: int, state,
+                device: torch.device, ola: OverlapAdd, result: StreamResult
+                ) -> tuple[np.ndarray, object]:
+    """One step of the engine on the read block ``x`` (C, s.hi - s.lo): the model with the
+    memory ``state`` of the previous segment, the source order kept, overlap-added; returns the
+    finished samples ``(K, C, s.done - ola.flushed)`` and the model's new state. Shared by
+    :func:`separate_stream` (whole files) and :class:`lvbd.stream.StreamSeparator` (live blocks)."""
+    n_sources = model.n_sources
+    out = apply_model(model, x, sample_rate, state, device, s)
+    est, conf = out.estimates, out.confidence
+    orders = source_orders(est, ola.overlap(s.start, s.size), x, first=s.start == 0)
+    for c, order in enumerate(orders):
+        if (order != np.arange(n_sources)).any():
+            result.reorders += 1
+            est[:, c] = est[order, c]
+            if conf is not None:
+                conf[c] = conf[c, order]
+    ola.add(s.start, est)
+    if conf is not None:
+        energy = out.power * s.size + 1e-12
+        weighted = conf.mean(0, dtype=np.float64) * energy  # (K,)
+        result.confidence_sum = (0 if result.confidence_sum is None else
+                                 result.confidence_sum) + weighted
+        result.weight_sum += energy
+    result.segments += 1
+    return ola.pop(s.done), out.state
 
 
 def _as_array(wav, name: str = "wav") -> np.ndarray:
@@ -359,6 +374,24 @@ class Separator:
         if conf is not None:
             conf = torch.from_numpy(conf.astype(np.float32)).to(device=device, dtype=est.dtype)
         return est, conf
+
+    def stream(self, sample_rate: int | None = None, channels: int | None = None,
+               segment: float | None = None, overlap: float | None = None):
+        """A :class:`lvbd.stream.StreamSeparator` for live input, block by block.
+
+        ``process(block)`` takes ``(L,)`` or ``(C, L)`` samples at ``sample_rate`` (default: the
+        model's) and returns ``(K, C, L)``: the separation delayed by exactly
+        ``.latency`` samples (zeros before that), ``flush()`` the last ``.latency`` samples.
+        ``segment`` and ``overlap`` (default: this separator's) set the latency: one segment
+        (plus the resampling margin at other rates) minus one sample. After dropping the first
+        ``.latency`` samples the output equals :meth:`separate` with the same segmenting.
+        """
+        from .stream import StreamSeparator
+
+        return StreamSeparator(self.model, self.device,
+                               self.sample_rate if sample_rate is None else sample_rate,
+                               channels, self.segment if segment is None else segment,
+                               self.overlap if overlap is None else overlap)
 
     def separate_file(self, path: str | Path, return_confidence: bool = False):
         """Read ``path`` (any format soundfile reads) → (Tensor (K, C, L), sample_rate)."""

@@ -1,0 +1,189 @@
+"""Streaming separation: live blocks in, separated blocks out, with a fixed, stated latency.
+
+:class:`StreamSeparator` (made by :meth:`lvbd.separate.Separator.stream`) runs exactly the
+segments that :func:`lvbd.separate.separate_stream` runs on a whole file (same planning, same
+model calls with the memory state of the previous segment, same source-order check and
+overlap-add, shared through :func:`lvbd.separate.run_segment`); a segment runs as soon as the
+blocks fed so far cover it. So the output equals offline chunked separation with the same
+``segment`` / ``overlap`` (bit for bit on the CPU; tests/test_stream.py).
+
+Latency (algorithmic, at the input rate), with ``seg`` the segment length and ``margin`` the
+resampling margin (0 when the input is at the model rate, else 50 ms + 64 samples)::
+
+    latency = seg + margin - 1 samples
+
+``process(block)`` returns as many samples as it was given: output sample ``t`` (counted over
+the whole stream) is separated sample ``t - latency``; the first ``latency`` samples are zeros.
+``flush()`` ends the stream (the last, shorter segments are planned with the now known length)
+and returns the final ``latency`` samples, so the concatenated output, without its first
+``latency`` samples, is the separation of the whole input. Compute time comes on top.
+
+:class:`WavPipeReader` reads PCM WAV from a pipe (stdin), which libsndfile cannot.
+"""
+from __future__ import annotations
+
+import logging
+import wave
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from .errors import LvbdError
+from .separate import (OverlapAdd, Segment, StreamResult, _as_array, plan_segments, run_segment,
+                       segment_lengths)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StreamSeparator", "WavPipeReader"]
+
+
+class StreamSeparator:
+    """Block-by-block separation with the model's memory carried across segments.
+
+    >>> stream = Separator.from_pretrained().stream(segment=0.5, overlap=0.25)
+    >>> stream.latency                      # samples: 0.5 s at 8 kHz - 1 = 3999
+    >>> out = stream.process(block)         # (C, n) or (n,) -> Tensor (K, C, n), delayed
+    >>> tail = stream.flush()               # Tensor (K, C, latency); the stream is over
+
+    Attributes: ``latency`` (samples), ``latency_seconds``, ``result`` (a
+    :class:`lvbd.separate.StreamResult`: confidence, reorders, segments).
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, sample_rate: int,
+                 channels: int | None, segment: float, overlap: float):
+        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+            raise LvbdError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+        if channels is not None and (not isinstance(channels, (int, np.integer))
+                                     or channels < 1):
+            raise LvbdError(f"channels must be a positive integer, got {channels!r}")
+        self.model, self.device = model, device
+        self.sample_rate, self.channels = int(sample_rate), channels
+        self.n_sources = model.n_sources
+        self.seg, self.hop, self.margin = segment_lengths(self.sample_rate, model.sample_rate,
+                                                          segment, overlap)
+        self.latency = self.seg + self.margin - 1
+        self.result = StreamResult(self.n_sources)
+        self._ola: OverlapAdd | None = None
+        self._state = None
+        self._next = 0                   # start of the next segment to run
+        self._received = 0               # input samples fed so far
+        self._buf_start = 0              # stream index of self._buf[:, 0]
+        self._buf = np.zeros((0, 0), dtype=np.float32)   # (C, ·) input not needed any more dropped
+        self._out = np.zeros((self.n_sources, 0, 0), dtype=np.float32)  # (K, C, ·) not yet returned
+        self._closed = False
+
+    @property
+    def latency_seconds(self) -> float:
+        return self.latency / self.sample_rate
+
+    def _start(self, channels: int) -> None:
+        if self.channels is None:
+            self.channels = channels
+        if channels != self.channels:
+            raise LvbdError(f"block has {channels} channels, the stream has {self.channels}")
+        if self._ola is None:
+            C = self.channels
+            self._ola = OverlapAdd(self.n_sources, C, self.seg, self.hop)
+            self._buf = np.zeros((C, 0), dtype=np.float32)
+            # the fixed delay: `latency` zeros ahead of the first separated sample
+            self._out = np.zeros((self.n_sources, C, self.latency), dtype=np.float32)
+
+    def _check(self, block) -> np.ndarray:
+        if self._closed:
+            raise LvbdError("the stream is flushed; make a new one with Separator.stream()")
+        if torch.is_tensor(block):
+            block = block.detach().cpu().numpy()
+        arr = np.asarray(block) if not isinstance(block, np.ndarray) else block
+        if arr.ndim in (1, 2) and arr.shape[-1] == 0 and arr.dtype != object:
+            return np.zeros((arr.shape[0] if arr.ndim == 2 else 1, 0), dtype=np.float32)
+        return _as_array(arr, "block")
+
+    def _run(self, s: Segment) -> None:
+        x = self._buf[:, s.lo - self._buf_start:s.hi - self._buf_start]  # (C, hi - lo)
+        block, self._state = run_segment(self.model, x, s, self.sample_rate, self._state,
+                                         self.device, self._ola, self.result)
+        self._out = np.concatenate([self._out, block], axis=-1)
+
+    def _drop_input(self) -> None:
+        keep = max(0, self._next - self.margin) - self._buf_start  # input before it is done with
+        if keep > 0:
+            self._buf = self._buf[:, keep:]
+            self._buf_start += keep
+
+    def _take(self, n: int) -> torch.Tensor:
+        out, self._out = self._out[..., :n], self._out[..., n:]
+        return torch.from_numpy(np.ascontiguousarray(out))
+
+    def process(self, block) -> torch.Tensor:
+        """Feed ``block`` ``(n,)`` or ``(C, n)`` (n >= 0) → Tensor ``(K, C, n)``, float32: the
+        separation of the stream delayed by ``latency`` samples."""
+        x = self._check(block)
+        self._start(x.shape[0])
+        n = x.shape[-1]
+        self._buf = np.concatenate([self._buf, x], axis=-1)
+        self._received += n
+        # a full segment (and its resampling margin) is here: the offline plan runs it alike
+        while self._received >= self._next + self.seg + self.margin:
+            s = self._next
+            self._run(Segment(s, self.seg, max(0, s - self.margin), s + self.seg + self.margin,
+                              s + self.hop))
+            self._next = s + self.hop
+            self._drop_input()
+        assert self._out.shape[-1] >= n, "the delay line ran dry"
+        return self._take(n)
+
+    def flush(self) -> torch.Tensor:
+        """End the stream → Tensor ``(K, C, latency)``: the rest of the separation (the
+        segments that the end of the input cut short). Further ``process`` calls raise."""
+        if self._closed:
+            raise LvbdError("the stream is already flushed")
+        self._start(self.channels or 1)
+        self._closed = True
+        length = self._received
+        if self._next < length:
+            for s in plan_segments(length, self.seg, self.hop, self.margin, first=self._next):
+                self._run(s)
+        self._buf = self._buf[:, :0]
+        assert self._out.shape[-1] == self.latency, (self._out.shape, self.latency)
+        return self._take(self.latency)
+
+
+class WavPipeReader:
+    """PCM WAV (8/16/24/32-bit integer) from a non-seekable stream such as stdin, in blocks.
+
+    ``read(frames)`` → float32 ``(C, n)`` with n <= frames (0 at the end). A header that promises
+    more data than comes (as streaming tools write) simply ends at the end of the pipe.
+    """
+
+    def __init__(self, stream: BinaryIO, name: str = "stdin"):
+        self.name = name
+        try:
+            self._wav = wave.open(stream, "rb")
+        except (wave.Error, EOFError) as err:
+            raise LvbdError(f"{name}: not a PCM WAV stream ({err or 'empty'}); pipe WAV with "
+                            f"integer samples, or give a file") from None
+        self.sample_rate = self._wav.getframerate()
+        self.channels = self._wav.getnchannels()
+        self._width = self._wav.getsampwidth()
+        if self._width not in (1, 2, 3, 4) or self.channels < 1 or self.sample_rate <= 0:
+            raise LvbdError(f"{name}: unsupported WAV ({self._width}-byte samples, "
+                            f"{self.channels} channels, {self.sample_rate} Hz)")
+        self.subtype = {1: "PCM_U8", 2: "PCM_16", 3: "PCM_24", 4: "PCM_32"}[self._width]
+
+    def read(self, frames: int) -> np.ndarray:
+        data = self._wav.readframes(frames)
+        C, w = self.channels, self._width
+        n = len(data) // (C * w)
+        data = data[:n * C * w]
+        if w == 1:
+            x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+        elif w == 3:
+            b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+            v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+            x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / float(1 << 23)
+        else:
+            dtype = np.int16 if w == 2 else np.int32
+            x = np.frombuffer(data, dtype=f"<i{w}").astype(np.float32) / float(
+                np.iinfo(dtype).max + 1)
+        return np.ascontiguousarray(x.reshape(n, C).T)  # (C, n)
