@@ -51,7 +51,8 @@ outputs: OUT/MODEL/TRACK/source1.wav, source2.wav, ...
 examples:
   lvbd separate talk.wav                       # separated/default/talk/source{1,2}.wav
   lvbd separate in/ -o out -n runs/x/best.safetensors --flac --int24
-  lvbd separate 'calls/**/*.ogg' -j 2 -q"""
+  lvbd separate 'calls/**/*.ogg' -j 2 -q
+  arecord -f S16_LE -r 8000 | lvbd separate --stream --segment 0.5 -   # live, 0.5 s latency"""
 _OUTPUT = re.compile(r"^source\d+\.\w+$")
 
 
@@ -102,6 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="files separated in parallel (one process each)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="show only warnings and errors; no progress bars")
+    parser.add_argument("--stream", action="store_true",
+                        help="read each input block by block as a live input (0.1 s blocks, "
+                             "Separator.stream: latency = one --segment); FILE '-' reads PCM "
+                             "WAV from stdin into OUT/MODEL/stdin/ (docs/streaming.md)")
 
 
 # --------------------------------------------------------------------------- output folders
@@ -266,7 +271,7 @@ def load_separator(model: str, device: str, segment: float | None, overlap: floa
 
 
 def separate_one(sep, job: Job, fmt: str, clip_mode: str, force: bool, bits: str | None,
-                 model: dict, progress: bool) -> tuple[str, str]:
+                 model: dict, stream: bool, progress: bool) -> tuple[str, str]:
     """Separate one file → (status, one line): status ``separated`` or ``skipped``.
 
     Raises LvbdError on failure.
@@ -275,6 +280,8 @@ def separate_one(sep, job: Job, fmt: str, clip_mode: str, force: bool, bits: str
     targets = [track / f"source{k + 1}.{fmt}" for k in range(sep.n_sources)]
     if job.state == "ours" and not force and any(t.exists() for t in targets):
         return "skipped", f"skipped {path}: outputs exist in {track} (use --force to overwrite)"
+    if stream:
+        return _stream_one(sep, job, fmt, clip_mode, bits, model)
     from . import audio
 
     if path.is_dir():
@@ -302,6 +309,36 @@ def separate_one(sep, job: Job, fmt: str, clip_mode: str, force: bool, bits: str
     return "separated", (
         f"{path} -> {track}/ ({len(outputs)} sources, {head.frames / head.samplerate:.1f} s "
         f"in {took:.1f} s, RTF {took / max(head.frames / head.samplerate, 1e-9):.3f}{conf_txt})")
+
+
+def _stream_one(sep, job: Job, fmt: str, clip_mode: str, bits: str | None,
+                model: dict) -> tuple[str, str]:
+    """``--stream``: the input (a file, or ``-`` for WAV on stdin) through ``Separator.stream``."""
+    from .stream import SoundFileBlocks, WavPipeReader, stream_to_files
+
+    stdin = str(job.path) == "-"
+    if stdin:
+        reader = WavPipeReader(sys.stdin.buffer)
+    else:
+        if job.path.is_dir():
+            raise LvbdError(f"no audio files in folder {job.path}")
+        reader = SoundFileBlocks(job.path)
+    start = time.perf_counter()
+    try:
+        live = sep.stream(sample_rate=reader.sample_rate, channels=reader.channels)
+        outputs, result = stream_to_files(live, reader, job.track, fmt=fmt, clip_mode=clip_mode,
+                                          subtype=bits)
+    finally:
+        if not stdin:
+            reader.close()
+    if not stdin:
+        _write_record(job.track, job.path, model)
+    took = time.perf_counter() - start
+    seconds = live.received / reader.sample_rate
+    return "separated", (
+        f"{'stdin' if stdin else job.path} -> {job.track}/ ({len(outputs)} sources, streamed "
+        f"{seconds:.1f} s in {took:.1f} s, RTF {took / max(seconds, 1e-9):.3f}, latency "
+        f"{live.latency_seconds * 1000:.1f} ms)")
 
 
 def _init_worker(model, device, segment, overlap, threads):
@@ -336,8 +373,15 @@ def run(args: argparse.Namespace) -> int:
     except LvbdError as err:
         flags = f"--{args.format}" + (f" --{_flag(args.bits)}" if args.bits else "")
         raise LvbdError(f"{flags}: {err}") from None
-    inputs = find_inputs(args.files)
-    if not inputs:
+    stream = getattr(args, "stream", False)
+    stdin = [f for f in args.files if f == "-"]
+    if stdin and not stream:
+        raise LvbdError("FILE '-' (stdin) needs --stream")
+    if len(stdin) > 1:
+        raise LvbdError("'-' (stdin) can be given once")
+    inputs = find_inputs([f for f in args.files if f != "-"]) if len(stdin) < len(args.files) \
+        else []
+    if not inputs and not stdin:
         raise LvbdError("no input files given")
     out = Path(args.out)
     _check_out(out)
@@ -346,9 +390,11 @@ def run(args: argparse.Namespace) -> int:
         load_separator(args.model, args.device, args.segment, args.overlap)  # the error
     model = {"model": name, "model_file": str(model_path.resolve()), "model_sha256": model_sha}
     planned = plan_jobs(inputs, out / name, model_sha, args.force)
+    if stdin:
+        planned.append(_stdin_job(out / name, model_sha, args.force))
     jobs = [j for j in planned if isinstance(j, Job)]
     created = _missing_dirs([j.track for j in jobs], out)
-    options = (args.format, args.clip_mode, args.force, args.bits, model)
+    options = (args.format, args.clip_mode, args.force, args.bits, model, stream)
     quiet = getattr(args, "quiet", False)
     results: list[tuple[str, str]] = []
     try:
@@ -356,7 +402,7 @@ def run(args: argparse.Namespace) -> int:
             if not isinstance(item, Job):
                 results.append(("failed", item))
                 _report(*results[-1], quiet)
-        if args.jobs == 1 or len(jobs) <= 1:
+        if args.jobs == 1 or len(jobs) <= 1 or stream:  # --stream: one at a time (stdin)
             sep = load_separator(args.model, args.device, args.segment, args.overlap) \
                 if jobs else None
             progress = show_progress(quiet)
@@ -384,6 +430,15 @@ def run(args: argparse.Namespace) -> int:
                          f"{counts['skipped']} skipped, "
                          f"{counts['failed']} failed\n")
     return 1 if counts["failed"] else 0
+
+
+def _stdin_job(model_dir: Path, model_sha: str, force: bool) -> Job | str:
+    """``-``: outputs go to MODEL/stdin/, replaced only with ``--force`` (the input is unknown)."""
+    track = model_dir / "stdin"
+    if track.exists() and not force and (not track.is_dir() or any(
+            _OUTPUT.match(p.name) for p in track.iterdir())):
+        return f"-: {track} holds outputs already; use --force to replace them"
+    return Job(Path("-"), track, "free")
 
 
 def _flag(subtype: str | None) -> str:

@@ -35,7 +35,7 @@ from .separate import (OverlapAdd, Segment, StreamResult, _as_array, plan_segmen
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StreamSeparator", "WavPipeReader"]
+__all__ = ["StreamSeparator", "WavPipeReader", "SoundFileBlocks", "stream_to_files"]
 
 
 class StreamSeparator:
@@ -72,6 +72,11 @@ class StreamSeparator:
         self._buf = np.zeros((0, 0), dtype=np.float32)   # (C, ·) input not needed any more dropped
         self._out = np.zeros((self.n_sources, 0, 0), dtype=np.float32)  # (K, C, ·) not yet returned
         self._closed = False
+
+    @property
+    def received(self) -> int:
+        """Input samples fed so far."""
+        return self._received
 
     @property
     def latency_seconds(self) -> float:
@@ -161,8 +166,9 @@ class WavPipeReader:
         try:
             self._wav = wave.open(stream, "rb")
         except (wave.Error, EOFError) as err:
-            raise LvbdError(f"{name}: not a PCM WAV stream ({err or 'empty'}); pipe WAV with "
-                            f"integer samples, or give a file") from None
+            reason = str(err) or "too short for a WAV header"
+            raise LvbdError(f"{name}: not a PCM WAV stream ({reason}); pipe WAV with integer "
+                            f"samples, or give a file") from None
         self.sample_rate = self._wav.getframerate()
         self.channels = self._wav.getnchannels()
         self._width = self._wav.getsampwidth()
@@ -187,3 +193,89 @@ class WavPipeReader:
             x = np.frombuffer(data, dtype=f"<i{w}").astype(np.float32) / float(
                 np.iinfo(dtype).max + 1)
         return np.ascontiguousarray(x.reshape(n, C).T)  # (C, n)
+
+
+class SoundFileBlocks:
+    """A sound file read front to back in blocks (anything soundfile reads): ``read(frames)``."""
+
+    def __init__(self, path):
+        import soundfile as sf
+
+        from . import audio
+
+        self.name = str(path)
+        path = audio.check_input(path)
+        head = audio.info(path)
+        self.sample_rate, self.channels, self.subtype = head.samplerate, head.channels, head.subtype
+        if head.frames <= 0:
+            raise LvbdError(f"{path} holds no samples")
+        self._file = sf.SoundFile(path)
+
+    def read(self, frames: int) -> np.ndarray:
+        return self._file.read(frames, dtype="float32", always_2d=True).T  # (C, n)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def stream_to_files(stream: StreamSeparator, reader, out_dir, fmt: str = "wav",
+                    clip_mode: str = "rescale", subtype: str | None = None,
+                    block_seconds: float = 0.1, on_progress=None):
+    """Feed ``reader`` (``read(frames) -> (C, n)``, ``sample_rate``, ``channels``, ``subtype``)
+    block by block through ``stream`` into ``out_dir/source{k}.{fmt}`` as the blocks come.
+
+    The delay line's leading ``stream.latency`` zeros are not written, so the files equal
+    :meth:`lvbd.separate.Separator.separate_to_files` with the same segmenting. All outputs
+    appear together when the input ends (``audio.commit_all``); on any error none are left
+    behind and a folder this call created is removed again. → (paths, ``stream.result``).
+    """
+    from pathlib import Path
+
+    from . import audio
+
+    out_dir = Path(out_dir)
+    subtype = audio.output_subtype(fmt, getattr(reader, "subtype", None), clip_mode, subtype)
+    frames = max(1, int(round(block_seconds * reader.sample_rate)))
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LvbdError(f"cannot create output folder {out_dir}: {err.strerror}") from None
+    writers: list[audio.StreamWriter] = []
+    committed, skip, total = False, stream.latency, 0
+
+    try:
+        for k in range(stream.n_sources):
+            writers.append(audio.StreamWriter(out_dir / f"source{k + 1}.{fmt}",
+                                              reader.sample_rate, reader.channels, clip_mode,
+                                              subtype=subtype))
+        while True:
+            x = reader.read(frames)  # (C, n)
+            if x.shape[-1] == 0:
+                break
+            total += x.shape[-1]
+            y = stream.process(x)
+            cut = min(skip, y.shape[-1])
+            skip -= cut
+            for k, writer in enumerate(writers):
+                writer.write(y[k, :, cut:].numpy())
+            if on_progress is not None:
+                on_progress(x.shape[-1])
+        if total == 0:
+            raise LvbdError(f"{getattr(reader, 'name', 'input')} holds no samples")
+        y = stream.flush()[..., skip:]
+        for k, writer in enumerate(writers):
+            writer.write(y[k].numpy())
+        outputs = audio.commit_all(writers)
+        committed = True
+        return outputs, stream.result
+    except OSError as err:
+        raise LvbdError(f"cannot write to {out_dir}: {err.strerror or err}") from None
+    finally:
+        for writer in writers:
+            writer.abort()
+        if created and not committed:
+            try:
+                out_dir.rmdir()  # only if empty: never removes anything but our own folder
+            except OSError:
+                pass
