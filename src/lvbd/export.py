@@ -1,4 +1,5 @@
-"""``lvbd export CKPT OUT``: a training checkpoint → a shippable model (weights + JSON config).
+"""``lvbd export CKPT OUT``: a training checkpoint → a shippable model (weights + JSON config);
+``lvbd export --format onnx CKPT OUT.onnx``: → an ONNX graph (:mod:`lvbd.export_onnx`).
 
 The model file holds only the weights and the config (no optimizer, no RNG); the sidecar
 ``OUT.json`` repeats the config with provenance (source checkpoint, step, validation score)
@@ -34,13 +35,35 @@ def export_model(checkpoint: str | Path, out: str | Path, note: str = "") -> Pat
     return path
 
 
+def export_onnx_file(checkpoint: str | Path, out: str | Path) -> Path:
+    """``checkpoint`` (or ``default``, the shipped model) → ONNX graph ``out`` (``.onnx`` added
+    when missing); see :mod:`lvbd.export_onnx`."""
+    from .export_onnx import export_onnx
+    from .separate import pretrained_path
+
+    source = pretrained_path() if str(checkpoint) == "default" else Path(checkpoint)
+    model, _, _ = load_model(source)
+    out = Path(out)
+    return export_onnx(model, out if out.suffix == ".onnx" else out.with_name(out.name + ".onnx"))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a training checkpoint (.safetensors)")
-    parser.add_argument("out", help="output path without suffix, e.g. models/mine")
+    parser.add_argument("checkpoint", help="a training checkpoint (.safetensors); with --format "
+                                           "onnx also 'default' (the shipped model)")
+    parser.add_argument("out", help="output path without suffix, e.g. models/mine (onnx: "
+                                    "OUT.onnx)")
     parser.add_argument("--note", default="", help="free text stored in the provenance")
+    parser.add_argument("--format", default="safetensors", choices=["safetensors", "onnx"],
+                        help="safetensors: weights + JSON config for lvbd; onnx: one graph "
+                             "mixture (B, L) -> estimates (B, K, L) for onnxruntime "
+                             "(pip install 'lvbd[onnx]'; docs/streaming.md)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "onnx":
+        path = export_onnx_file(args.checkpoint, args.out)
+        log.info("wrote %s", path)
+        return 0
     path = export_model(args.checkpoint, args.out, args.note)
     log.info("wrote %s and %s", path, path.with_suffix(".json"))
     return 0
