@@ -1,0 +1,87 @@
+"""ONNX export (lvbd.export_onnx): the small solver, parity with torch, the onnxruntime path."""
+import numpy as np
+import pytest
+import torch
+
+from lvbd.checkpoint import save_checkpoint
+from lvbd.cli import main
+from lvbd.config import load_config
+from lvbd.errors import LvbdError
+from lvbd.export_onnx import (exportable_solve, onnx_available, onnx_separator,
+                              onnxruntime_available, small_solve)
+from lvbd.models import build_model
+from lvbd.models import demixing
+
+needs_onnx = pytest.mark.skipif(not (onnx_available() and onnxruntime_available()),
+                                reason="pip install 'lvbd[onnx]'")
+PARITY = 1e-4  # max |onnxruntime - torch| on random input (measured ≈2e-6 for the tiny models)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 8])
+def test_small_solve_equals_linalg_solve(M):
+    g = torch.Generator().manual_seed(M)
+    A = torch.randn(3, 5, M, M, generator=g, dtype=torch.float64) + 3 * torch.eye(M)
+    B = torch.randn(3, 5, M, 2, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(small_solve(A, B), torch.linalg.solve(A, B), rtol=1e-10,
+                               atol=1e-10)
+
+
+def test_small_solve_pivots():
+    """A zero on the diagonal needs a row swap (no pivoting would divide by zero)."""
+    A = torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [4.0, -3.0, 8.0]], dtype=torch.float64)
+    B = torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64)
+    torch.testing.assert_close(small_solve(A, B), torch.linalg.solve(A, B))
+
+
+def test_exportable_solve_is_scoped():
+    with exportable_solve():
+        assert demixing.torch.linalg.solve is small_solve
+        assert torch.linalg.solve is not small_solve  # torch itself is untouched
+    assert demixing.torch is torch
+
+
+def _checkpoint(tmp_path, arch):
+    cfg = load_config("configs/tiny.yaml", [f"model.arch={arch}", "model.iva_iters_test=1"]
+                      if arch == "lvbd" else [f"model.arch={arch}"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    return save_checkpoint(tmp_path / f"{arch}.safetensors", model, cfg, 0), model
+
+
+@needs_onnx
+@pytest.mark.parametrize("arch", ["lvbd", "convtasnet"])
+def test_export_parity_and_onnxruntime_separator(tmp_path, arch):
+    ckpt, model = _checkpoint(tmp_path, arch)
+    out = tmp_path / f"{arch}.onnx"
+    assert main(["export", "-q", "--format", "onnx", str(ckpt), str(out)]) == 0
+    sep = onnx_separator(out, segment=0.25)
+    g = torch.Generator().manual_seed(1)
+    for B, L in [(1, 1999), (3, 4321)]:  # dynamic batch and length
+        x = torch.randn(B, L, generator=g)
+        with torch.no_grad():
+            ref = model(x).estimates
+        est = sep.model(x).estimates
+        assert est.shape == ref.shape
+        assert (est - ref).abs().max().item() <= PARITY
+    # the onnxruntime model through the chunker: the same as the torch model's first segment
+    wav = np.random.default_rng(2).standard_normal((1, 1500)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(wav / np.abs(wav).max())).estimates * np.abs(wav).max()
+    est = sep.separate(wav, 8000)
+    assert est.shape == (2, 1, 1500)
+    # one segment: the same samples, up to the order the separator keeps
+    err = min((est[:, 0] - ref[0, order]).abs().max().item() for order in ([0, 1], [1, 0]))
+    assert err <= 10 * PARITY
+
+
+def test_export_errors_are_one_line(tmp_path, capsys):
+    assert main(["export", "-q", "--format", "onnx", str(tmp_path / "none.safetensors"),
+                 str(tmp_path / "x.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lvbd: error:") and err.count("\n") == 1
+    from lvbd.export_onnx import OnnxModel
+
+    if onnxruntime_available():
+        (tmp_path / "bad.onnx").write_bytes(b"junk")
+        with pytest.raises(LvbdError, match="cannot load ONNX model"):
+            OnnxModel(tmp_path / "bad.onnx")
