@@ -11,8 +11,8 @@ from other work hits the variants alike). Every run logs its own process CPU tim
 A run folder that already holds a finished run is reported, not re-run (``--report-only`` reports
 existing folders, e.g. long runs continued with ``lvbd train --resume``).
 
-Prints, per variant, the validation SI-SDRi (fixed validation mixtures, dB) reached by each CPU-
-minute mark (the last validation at or before it), the gap to the first variant (the peer), and
+Prints, per variant, the validation SI-SDRi (fixed validation mixtures, dB) at each CPU-minute
+mark (interpolated between the validations around it; "-" outside the run), the gap to the first variant (the peer), and
 writes ``learning_speed.png`` and ``learning_speed.json`` to ``--out``.
 """
 from __future__ import annotations
@@ -56,9 +56,16 @@ def curve(run_dir: Path) -> list[tuple[float, int, float]]:
 
 
 def at_mark(rows: list[tuple[float, int, float]], minutes: float) -> float | None:
-    """The last validation SI-SDRi logged at or before ``minutes`` of CPU time (None before any)."""
-    done = [r for r in rows if r[0] <= minutes + 1e-9]
-    return done[-1][2] if done else None
+    """Validation SI-SDRi at ``minutes`` of CPU time, linearly interpolated between the two
+    validations around it; None before the first or after the last validation (within 5 %)."""
+    if not rows or minutes < rows[0][0] * 0.95 or minutes > rows[-1][0] * 1.05:
+        return None
+    if minutes <= rows[0][0]:
+        return rows[0][2]
+    for (m0, _, v0), (m1, _, v1) in zip(rows, rows[1:]):
+        if m0 <= minutes <= m1:
+            return v0 + (v1 - v0) * (minutes - m0) / max(m1 - m0, 1e-9)
+    return rows[-1][2]
 
 
 def launch(name: str, config: str, overrides: list[str], out: Path, minutes: float,
