@@ -48,14 +48,6 @@ msq = _load_script()
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def sep(single_thread):
     return msq.separator()
 

@@ -423,37 +423,48 @@ class Separator:
         length, sample_rate, channels = head.frames, head.samplerate, head.channels
         if length <= 0:
             raise LvbdError(f"{path} holds no samples")
-        created = not out_dir.exists()
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise LvbdError(f"cannot create output folder {out_dir}: {err.strerror}") from None
         reader = _FileReader(path, int(block_seconds * sample_rate))
         result = StreamResult(self.n_sources)
-        writers: list[audio.StreamWriter] = []
-        committed = False
-        try:
-            for k in range(self.n_sources):
-                writers.append(audio.StreamWriter(out_dir / f"source{k + 1}.{fmt}", sample_rate,
-                                                  channels, clip_mode, subtype=subtype))
-            for block in separate_stream(self.model, reader.read, length, sample_rate, channels,
-                                         self.segment, self.overlap, self.device, result,
-                                         on_progress):
-                for k, writer in enumerate(writers):
-                    writer.write(block[k])
-            outputs = audio.commit_all(writers)
-            committed = True
-            return outputs, result
-        except OSError as err:
-            raise LvbdError(f"cannot write to {out_dir}: {err.strerror or err}") from None
-        finally:
-            for writer in writers:
-                writer.abort()
-            if created and not committed:
-                try:
-                    out_dir.rmdir()  # only if empty: never removes anything but our own folder
-                except OSError:
-                    pass
+        blocks = separate_stream(self.model, reader.read, length, sample_rate, channels,
+                                 self.segment, self.overlap, self.device, result, on_progress)
+        outputs = write_sources(out_dir, self.n_sources, fmt, sample_rate, channels, clip_mode,
+                                subtype, blocks)
+        return outputs, result
+
+
+def write_sources(out_dir: Path, n_sources: int, fmt: str, sample_rate: int, channels: int,
+                  clip_mode: str, subtype: str | None, blocks) -> list[Path]:
+    """Write the blocks (K, C, n) that ``blocks`` yields to ``out_dir/source{k}.{fmt}``, all or
+    nothing: the outputs appear only when complete and all together (:func:`audio.commit_all`);
+    on any error none are left behind, existing ones stay as they were, and a folder this call
+    created is removed again."""
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LvbdError(f"cannot create output folder {out_dir}: {err.strerror}") from None
+    writers: list[audio.StreamWriter] = []
+    committed = False
+    try:
+        for k in range(n_sources):
+            writers.append(audio.StreamWriter(out_dir / f"source{k + 1}.{fmt}", sample_rate,
+                                              channels, clip_mode, subtype=subtype))
+        for block in blocks:
+            for k, writer in enumerate(writers):
+                writer.write(block[k])
+        outputs = audio.commit_all(writers)
+        committed = True
+        return outputs
+    except OSError as err:
+        raise LvbdError(f"cannot write to {out_dir}: {err.strerror or err}") from None
+    finally:
+        for writer in writers:
+            writer.abort()
+        if created and not committed:
+            try:
+                out_dir.rmdir()  # only if empty: never removes anything but our own folder
+            except OSError:
+                pass
 
 
 class _FileReader:

@@ -232,50 +232,28 @@ def stream_to_files(stream: StreamSeparator, reader, out_dir, fmt: str = "wav",
     from pathlib import Path
 
     from . import audio
+    from .separate import write_sources
 
-    out_dir = Path(out_dir)
     subtype = audio.output_subtype(fmt, getattr(reader, "subtype", None), clip_mode, subtype)
     frames = max(1, int(round(block_seconds * reader.sample_rate)))
-    created = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise LvbdError(f"cannot create output folder {out_dir}: {err.strerror}") from None
-    writers: list[audio.StreamWriter] = []
-    committed, skip, total = False, stream.latency, 0
 
-    try:
-        for k in range(stream.n_sources):
-            writers.append(audio.StreamWriter(out_dir / f"source{k + 1}.{fmt}",
-                                              reader.sample_rate, reader.channels, clip_mode,
-                                              subtype=subtype))
+    def blocks():
+        skip, total = stream.latency, 0
         while True:
             x = reader.read(frames)  # (C, n)
             if x.shape[-1] == 0:
                 break
             total += x.shape[-1]
-            y = stream.process(x)
+            y = stream.process(x)  # (K, C, n)
             cut = min(skip, y.shape[-1])
             skip -= cut
-            for k, writer in enumerate(writers):
-                writer.write(y[k, :, cut:].numpy())
+            yield y[..., cut:].numpy()
             if on_progress is not None:
                 on_progress(x.shape[-1])
         if total == 0:
             raise LvbdError(f"{getattr(reader, 'name', 'input')} holds no samples")
-        y = stream.flush()[..., skip:]
-        for k, writer in enumerate(writers):
-            writer.write(y[k].numpy())
-        outputs = audio.commit_all(writers)
-        committed = True
-        return outputs, stream.result
-    except OSError as err:
-        raise LvbdError(f"cannot write to {out_dir}: {err.strerror or err}") from None
-    finally:
-        for writer in writers:
-            writer.abort()
-        if created and not committed:
-            try:
-                out_dir.rmdir()  # only if empty: never removes anything but our own folder
-            except OSError:
-                pass
+        yield stream.flush()[..., skip:].numpy()
+
+    outputs = write_sources(Path(out_dir), stream.n_sources, fmt, reader.sample_rate,
+                            reader.channels, clip_mode, subtype, blocks())
+    return outputs, stream.result

@@ -158,17 +158,22 @@ def is_speakable_foreign(sentence: str) -> bool:
     return MIN_WORDS <= len(words) <= 20
 
 
-@functools.lru_cache(maxsize=None)
-def foreign_sentences(lang: str, locale_dir: str = str(LOCALE_DIR)) -> tuple[str, ...]:
-    """Sorted speakable sentences of ``lang`` from gettext catalogs (empty when none)."""
+def _catalog_strings(lang: str, locale_dir: str):
+    """Every translated string of ``lang``'s gettext catalogs (unreadable catalogs skipped)."""
     directory = Path(locale_dir) / lang / "LC_MESSAGES"
-    seen: dict[str, str] = {}
     for path in sorted(directory.glob("*.mo")) if directory.is_dir() else []:
         try:
             strings = read_mo(path)
         except (OSError, struct.error):
             continue
-        for text in strings:
+        yield from strings
+
+
+@functools.lru_cache(maxsize=None)
+def foreign_sentences(lang: str, locale_dir: str = str(LOCALE_DIR)) -> tuple[str, ...]:
+    """Sorted speakable sentences of ``lang`` from gettext catalogs (empty when none)."""
+    seen: dict[str, str] = {}
+    for text in _catalog_strings(lang, locale_dir):
             for sentence in split_into_sentences(text.replace("&", "").replace("_", "")):
                 if is_speakable_foreign(sentence):
                     seen.setdefault(sentence.lower(), sentence)
@@ -207,21 +212,14 @@ def _in_script(sentence: str, script: str, share: float = 0.95) -> bool:
 def _caseless_sentences(lang: str, locale_dir: str) -> list[str]:
     script = LANGUAGE_SCRIPTS[lang]
     out = []
-    directory = Path(locale_dir) / lang / "LC_MESSAGES"
-    for path in sorted(directory.glob("*.mo")) if directory.is_dir() else []:
-        try:
-            strings = read_mo(path)
-        except (OSError, struct.error):
-            continue
-        for text in strings:
-            for sentence in _SENTENCE_END_ANY.split(normalise(text.replace("&", "")
-                                                               .replace("_", ""))):
-                if (not sentence or sentence[-1] not in _END_MARKS
-                        or not MIN_WORDS <= len(sentence.split()) <= 20):
-                    continue
-                if all(unicodedata.category(c)[0] in "LM" or c in _CASELESS_PUNCT
-                       for c in sentence) and _in_script(sentence, script):
-                    out.append(sentence)
+    for text in _catalog_strings(lang, locale_dir):
+        for sentence in _SENTENCE_END_ANY.split(normalise(text.replace("&", "").replace("_", ""))):
+            if (not sentence or sentence[-1] not in _END_MARKS
+                    or not MIN_WORDS <= len(sentence.split()) <= 20):
+                continue
+            if all(unicodedata.category(c)[0] in "LM" or c in _CASELESS_PUNCT
+                   for c in sentence) and _in_script(sentence, script):
+                out.append(sentence)
     return out
 
 
