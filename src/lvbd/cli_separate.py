@@ -304,11 +304,12 @@ def separate_one(sep, job: Job, fmt: str, clip_mode: str, force: bool, bits: str
             bar.close()
     _write_record(track, path, model)
     took = time.perf_counter() - start
-    conf = result.confidence
-    conf_txt = "" if conf is None else " confidence " + " ".join(f"{c:.2f}" for c in conf)
+    # no confidence here: the posterior confidence does not predict per-source quality
+    # (Spearman rho -0.03 vs SI-SDR on ood-real, -0.18 on id; MODEL_CARD.md), so printing it
+    # would mislead; Separator.separate(..., return_confidence=True) still returns it.
     return "separated", (
         f"{path} -> {track}/ ({len(outputs)} sources, {head.frames / head.samplerate:.1f} s "
-        f"in {took:.1f} s, RTF {took / max(head.frames / head.samplerate, 1e-9):.3f}{conf_txt})")
+        f"in {took:.1f} s, RTF {took / max(head.frames / head.samplerate, 1e-9):.3f})")
 
 
 def _stream_one(sep, job: Job, fmt: str, clip_mode: str, bits: str | None,
