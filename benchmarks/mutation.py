@@ -75,7 +75,7 @@ MUTATIONS = (
     Mutation("auxiva_demix: background rows never updated", "src/lvbd/models/demixing.py",
              "            if U is not None:\n"
              "                U = _background(torch.stack(rows, dim=2), C)\n", "",
-             ("tests/test_shipped_model.py",)),
+             ("tests/models/test_demixing.py", "tests/test_reference.py", "tests/test_shipped_model.py")),
     Mutation("Separator.separate_to_files: writes -0.2 x the block", "src/lvbd/separate.py",
              "writer.write(block[k])", "writer.write(-0.2 * block[k])",
              ("tests/test_shipped_model.py",)),
