@@ -74,7 +74,7 @@ def launch(name: str, config: str, overrides: list[str], out: Path, minutes: flo
     if (run_dir / "last.safetensors").exists():
         log.info("%s: %s already holds a run, reporting it", name, run_dir)
         return None
-    sets = [f"train.threads=1", f"train.budget_minutes={minutes}", f"train.valid_every={valid_every}",
+    sets = ["train.threads=1", f"train.budget_minutes={minutes}", f"train.valid_every={valid_every}",
             *overrides]
     cmd = [sys.executable, "-m", "lvbd", "train", "--config", config, "--run-dir", str(run_dir), "--quiet"]
     for s in sets:

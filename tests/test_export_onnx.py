@@ -7,8 +7,7 @@ from lvbd.checkpoint import save_checkpoint
 from lvbd.cli import main
 from lvbd.config import load_config
 from lvbd.errors import LvbdError
-from lvbd.export_onnx import (exportable_solve, onnx_available, onnx_separator,
-                              onnxruntime_available, small_solve)
+from lvbd.export_onnx import onnx_available, onnx_separator, onnxruntime_available, small_solve
 from lvbd.models import build_model
 from lvbd.models import demixing
 
@@ -33,11 +32,17 @@ def test_small_solve_pivots():
     torch.testing.assert_close(small_solve(A, B), torch.linalg.solve(A, B))
 
 
-def test_exportable_solve_is_scoped():
-    with exportable_solve():
-        assert demixing.torch.linalg.solve is small_solve
-        assert torch.linalg.solve is not small_solve  # torch itself is untouched
-    assert demixing.torch is torch
+def test_demixing_solve_uses_small_solve_only_under_export(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(4, 3, 3, generator=g, dtype=torch.float64) + 3 * torch.eye(3)
+    B = torch.randn(4, 3, 1, generator=g, dtype=torch.float64)
+    calls = []
+    monkeypatch.setattr(demixing, "small_solve", lambda a, b: calls.append(1) or small_solve(a, b))
+    torch.testing.assert_close(demixing.solve(A, B), torch.linalg.solve(A, B), rtol=0, atol=0)
+    assert not calls  # eager: torch.linalg.solve itself
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    torch.testing.assert_close(demixing.solve(A, B), torch.linalg.solve(A, B))
+    assert calls == [1]
 
 
 def _checkpoint(tmp_path, arch):

@@ -9,8 +9,8 @@ as for any model without memory. The graph is made by the ``torch.export``-based
 
 What does not export, and the workaround: ``torch.linalg.solve`` (``aten::_linalg_solve_ex``)
 has no ONNX operator. LVBD's unrolled AuxIVA (``models/demixing.py``) solves (B, D, M, M)
-systems with M <= 8 latent channels, so during export ``demixing`` sees :func:`small_solve`
-instead: Gauss-Jordan elimination with partial pivoting, unrolled over the M columns (ArgMax,
+systems with M <= 8 latent channels, so under ``torch.export`` its ``solve`` uses
+:func:`~lvbd.models.demixing.small_solve` instead: Gauss-Jordan elimination with partial pivoting, unrolled over the M columns (ArgMax,
 GatherElements, arithmetic), tested equal to ``torch.linalg.solve`` (tests/test_export_onnx.py).
 Nothing else in LVBD or Conv-TasNet needed a change.
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .errors import LvbdError
+from .models.demixing import small_solve
 
 log = logging.getLogger(__name__)
 
@@ -54,49 +55,6 @@ def onnxruntime_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def small_solve(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """X with A X = B for small square A (..., M, M), B (..., M, R), by Gauss-Jordan elimination
-    with partial pivoting, unrolled over the M columns: only ops that ONNX has. → (..., M, R)."""
-    M = A.shape[-1]
-    aug = torch.cat([A, B.to(A)], dim=-1)  # (..., M, M + R)
-    rows = torch.arange(M, device=A.device)
-    for j in range(M):
-        col = aug[..., :, j].abs().masked_fill(rows < j, -1.0)  # (..., M); done rows never pivot
-        p = col.argmax(dim=-1, keepdim=True)  # (..., 1)
-        swap = torch.where(rows == j, p, torch.where(rows == p, j, rows))  # (..., M)
-        aug = torch.gather(aug, -2, swap[..., None].expand(aug.shape))  # rows j and p swapped
-        pivot_row = aug[..., j:j + 1, :] / aug[..., j:j + 1, j:j + 1]  # (..., 1, M + R)
-        e_j = (rows == j).to(A.dtype)[:, None]  # (M, 1)
-        aug = aug - (aug[..., :, j:j + 1] - e_j) * pivot_row  # row j <- pivot row, others cleared
-    return aug[..., :, M:]
-
-
-class _Linalg:
-    """``torch.linalg`` with ``solve`` replaced by :func:`small_solve`."""
-
-    solve = staticmethod(small_solve)
-
-    def __getattr__(self, name):
-        return getattr(torch.linalg, name)
-
-
-@contextlib.contextmanager
-def exportable_solve():
-    """While active, ``lvbd.models.demixing`` solves with :func:`small_solve` (ONNX has no
-    linalg solve). Only that module's name ``torch`` is redirected, and restored afterwards."""
-    from .models import demixing
-
-    proxy = types.ModuleType("torch")
-    proxy.__dict__.update(torch.__dict__)
-    proxy.linalg = _Linalg()
-    original = demixing.torch
-    demixing.torch = proxy
-    try:
-        yield
-    finally:
-        demixing.torch = original
 
 
 @contextlib.contextmanager
@@ -146,7 +104,7 @@ def export_onnx(model: torch.nn.Module, out: str | Path, example_seconds: float 
     length = max(int(example_seconds * model.sample_rate), 64)
     example = torch.randn(2, length, generator=torch.Generator().manual_seed(0))
     batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples")
-    with exportable_solve(), _quiet_exporter(), torch.no_grad():
+    with _quiet_exporter(), torch.no_grad():
         try:
             program = torch.onnx.export(_Estimates(model), (example,), dynamo=True,
                                         input_names=["mixture"], output_names=["estimates"],

@@ -52,6 +52,31 @@ _BG_LOAD = 1e-6      # loading of the K×K background solve
 _SCALE_EPS = 1e-12   # RMS normalisation floor
 
 
+def small_solve(A: Tensor, B: Tensor) -> Tensor:
+    """X with A X = B for small square A (..., M, M), B (..., M, R), by Gauss-Jordan elimination
+    with partial pivoting, unrolled over the M columns: only ops that ONNX has. → (..., M, R)."""
+    M = A.shape[-1]
+    aug = torch.cat([A, B.to(A)], dim=-1)  # (..., M, M + R)
+    rows = torch.arange(M, device=A.device)
+    for j in range(M):
+        col = aug[..., :, j].abs().masked_fill(rows < j, -1.0)  # (..., M); done rows never pivot
+        p = col.argmax(dim=-1, keepdim=True)  # (..., 1)
+        swap = torch.where(rows == j, p, torch.where(rows == p, j, rows))  # (..., M)
+        aug = torch.gather(aug, -2, swap[..., None].expand(aug.shape))  # rows j and p swapped
+        pivot_row = aug[..., j:j + 1, :] / aug[..., j:j + 1, j:j + 1]  # (..., 1, M + R)
+        e_j = (rows == j).to(A.dtype)[:, None]  # (M, 1)
+        aug = aug - (aug[..., :, j:j + 1] - e_j) * pivot_row  # row j <- pivot row, others cleared
+    return aug[..., :, M:]
+
+
+def solve(A: Tensor, B: Tensor) -> Tensor:
+    """``torch.linalg.solve``; while ``torch.export`` traces (ONNX export: ONNX has no solve
+    operator) the unrolled :func:`small_solve`, tested equal to it."""
+    if torch.compiler.is_exporting():
+        return small_solve(A, B)
+    return torch.linalg.solve(A, B)
+
+
 def _check_inputs(z: Tensor, n_sources: int, n_iter: int, init: Tensor | None, name: str) -> None:
     if z.dim() != 4:
         raise ValueError(f"{name}: expected z of shape (B, M, D, T), got {tuple(z.shape)}")
@@ -100,7 +125,7 @@ def _background(W: Tensor, C: Tensor) -> Tensor:
     B, D, K, M = W.shape
     WC = W @ C  # (B, D, K, M)
     eye_k = torch.eye(K, dtype=W.dtype, device=W.device)
-    Jt = torch.linalg.solve(WC[..., :K] + _BG_LOAD * eye_k, WC[..., K:])  # (B, D, K, M−K)
+    Jt = solve(WC[..., :K] + _BG_LOAD * eye_k, WC[..., K:])  # (B, D, K, M−K)
     minus_eye = -torch.eye(M - K, dtype=W.dtype, device=W.device).expand(B, D, M - K, M - K)
     return torch.cat([Jt.transpose(-1, -2), minus_eye], dim=-1)  # (B, D, M−K, M)
 
@@ -173,7 +198,7 @@ def auxiva_demix(
                 Wbar = torch.cat([Wbar, U], dim=2)  # (B, D, M, M)
             Vk = V[:, k]  # (B, D, M, M)
             rhs = eye[:, k].expand(B, D, M).unsqueeze(-1)  # (B, D, M, 1)
-            w = torch.linalg.solve(Wbar @ Vk, rhs).squeeze(-1)  # (B, D, M)
+            w = solve(Wbar @ Vk, rhs).squeeze(-1)  # (B, D, M)
             quad = torch.einsum("bdm,bdmn,bdn->bd", w, Vk, w)  # (B, D)
             rows[k] = w / torch.sqrt(quad.clamp_min(0.0) + _NORM_MIN ** 2)[..., None]
             if U is not None:
