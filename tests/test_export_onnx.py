@@ -45,18 +45,20 @@ def test_demixing_solve_uses_small_solve_only_under_export(monkeypatch):
     assert calls == [1]
 
 
-def _checkpoint(tmp_path, arch):
-    cfg = load_config("configs/tiny.yaml", [f"model.arch={arch}", "model.iva_iters_test=1"]
-                      if arch == "lvbd" else [f"model.arch={arch}"])
+def _checkpoint(tmp_path, arch, lifting="tcn"):
+    overrides = [f"model.arch={arch}", f"model.lifting={lifting}", "model.uconv_depth=3"]
+    cfg = load_config("configs/tiny.yaml", overrides + (["model.iva_iters_test=1"] if arch == "lvbd" else []))
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     return save_checkpoint(tmp_path / f"{arch}.safetensors", model, cfg, 0), model
 
 
 @needs_onnx
+@pytest.mark.parametrize("lifting", ["tcn", "uconv"])
 @pytest.mark.parametrize("arch", ["lvbd", "convtasnet"])
-def test_export_parity_and_onnxruntime_separator(tmp_path, arch):
-    ckpt, model = _checkpoint(tmp_path, arch)
+def test_export_parity_and_onnxruntime_separator(tmp_path, arch, lifting):
+    """uconv: lengths that are not multiples of 2^depth (1999, 4321) exercise the cropped upsampling."""
+    ckpt, model = _checkpoint(tmp_path, arch, lifting)
     out = tmp_path / f"{arch}.onnx"
     assert main(["export", "-q", "--format", "onnx", str(ckpt), str(out)]) == 0
     sep = onnx_separator(out, segment=0.25)

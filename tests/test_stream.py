@@ -67,9 +67,9 @@ def _run(stream, wav, block):
     return torch.cat(outs + [stream.flush()], dim=-1)
 
 
-@pytest.fixture(scope="module")
-def tiny_lvbd():
-    cfg = load_config("configs/tiny.yaml")
+@pytest.fixture(scope="module", params=["tcn", "uconv"])
+def tiny_lvbd(request):
+    cfg = load_config("configs/tiny.yaml", [f"model.lifting={request.param}", "model.uconv_depth=3"])
     torch.manual_seed(0)
     return Separator(build_model(cfg.model).eval(), cfg, segment=0.25, overlap=0.25)
 

@@ -38,8 +38,11 @@ class ModelConfig:
     block_size: int = 64               # D
     bottleneck: int = 128
     hidden: int = 256
-    n_blocks: int = 8                  # TCN blocks per repeat
-    n_repeats: int = 2                 # TCN repeats
+    lifting: str = "tcn"               # tcn (Conv-TasNet TCN) | uconv (SuDoRM-RF U-ConvBlocks); also the
+                                       # Conv-TasNet baseline's mask network
+    n_blocks: int = 8                  # tcn: blocks per repeat; uconv: number of U-ConvBlocks
+    n_repeats: int = 2                 # tcn: repeats (uconv: unused)
+    uconv_depth: int = 4               # uconv: stride-2 downsamplings per U-ConvBlock (tcn: unused)
     demixer: str = "iva"               # iva (unrolled AuxIVA-IP/OverIVA) | iss | predicted
     init: str = "identity"             # identity | predicted (W0 from a small network)
     source_model: str = "laplace"      # laplace | gauss (time-varying Gaussian)

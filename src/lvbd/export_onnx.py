@@ -12,7 +12,8 @@ has no ONNX operator. LVBD's unrolled AuxIVA (``models/demixing.py``) solves (B,
 systems with M <= 8 latent channels, so under ``torch.export`` its ``solve`` uses
 :func:`~lvbd.models.demixing.small_solve` instead: Gauss-Jordan elimination with partial pivoting, unrolled over the M columns (ArgMax,
 GatherElements, arithmetic), tested equal to ``torch.linalg.solve`` (tests/test_export_onnx.py).
-Nothing else in LVBD or Conv-TasNet needed a change.
+Nothing else in LVBD or Conv-TasNet needed a change (with either separator network,
+``model.lifting`` tcn or uconv).
 
 :class:`OnnxModel` wraps an ``onnxruntime.InferenceSession`` as a separation model
 (``forward(mixture, state=None)``), so ``Separator(OnnxModel(path), cfg)`` separates files with

@@ -195,6 +195,31 @@ def test_ablation_configs_differ_from_paper_only_where_named():
         assert diff == keys, name
 
 
+def _differences(a: dict, b: dict) -> set:
+    return {(s, k) for s in a for k in a[s] if a[s][k] != b[s][k]}
+
+
+def _n_params(cfg) -> int:
+    return sum(p.numel() for p in build_model(cfg.model).parameters())
+
+
+def test_uconv_configs_differ_from_their_peers_only_in_the_network_and_match_their_size():
+    """configs/ablations/uconv.yaml is default.yaml with U-ConvBlock lifting at stride 10, and
+    convtasnet-uconv.yaml its Conv-TasNet peer (as default.yaml's baseline: arch and uPIT); each
+    within ±15 % of the parameters of the TCN model it is compared with."""
+    default = load_config(ROOT / "configs/default.yaml")
+    uconv = load_config(ROOT / "configs/ablations/uconv.yaml")
+    ctn_uconv = load_config(ROOT / "configs/ablations/convtasnet-uconv.yaml")
+    # uconv.yaml states uconv_depth: 4 too, the default
+    network = {"lifting", "stride", "kernel_size", "bottleneck", "hidden", "n_blocks"}
+    assert _differences(default.to_dict(), uconv.to_dict()) == {("model", k) for k in network}
+    assert _differences(uconv.to_dict(), ctn_uconv.to_dict()) == {("model", "arch"), ("loss", "pit")}
+    assert uconv.model.kernel_size == 2 * uconv.model.stride
+    ctn_tcn = load_config(ROOT / "configs/default.yaml", ["model.arch=convtasnet", "loss.pit=upit"])
+    assert 0.85 < _n_params(uconv) / _n_params(default) < 1.15
+    assert 0.85 < _n_params(ctn_uconv) / _n_params(ctn_tcn) < 1.15
+
+
 # ---------------------------------------------------------------- overfitting on fixed mixtures
 def pseudo_speech(rng, length, sample_rate, f0, formants, bandwidth=150.0):
     """Harmonic complex with vibrato and glide, Gaussian formant envelope, syllable-rate AM."""

@@ -1,18 +1,29 @@
 """Shared building blocks of the separation models: input checks, mixture normalisation, the
-mixture-consistency projection, layer norms and the Conv-TasNet temporal convolutional network.
+mixture-consistency projection, layer norms and the two separator networks.
 
 LVBD's lifting network H (``lifting.py``) and the Conv-TasNet baseline's mask network
-(``baselines/conv_tasnet.py``) are the same ``TemporalConvNet`` with different output sizes, so the
-two models differ only in what follows the TCN (Luo & Mesgarani 2019; torchaudio
-``conv_tasnet.py`` layout).
+(``baselines/conv_tasnet.py``) are the same network with different output sizes, so the two
+models differ only in what follows it. ``build_separator_net`` picks it from ``cfg.lifting``:
+
+* ``"tcn"``: the Conv-TasNet temporal convolutional network (Luo & Mesgarani 2019; torchaudio
+  ``conv_tasnet.py`` layout), every block at the encoder frame rate;
+* ``"uconv"``: a stack of SuDoRM-RF U-ConvBlocks (Tzinis et al. 2020, "Sudo rm -rf: Efficient
+  networks for universal audio source separation"), each of which analyses its input at
+  ``depth`` successively halved frame rates (docs/design.md "U-ConvBlock lifting").
+
+Both map (B, C_in, T) -> (B, C_out, T) for any T >= 1.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ConfigError
+
 __all__ = ["SeparationModel", "check_inputs", "normalise_mixture", "project_to_mixture", "GlobalLayerNorm",
-           "ChannelwiseLayerNorm", "make_norm", "ConvBlock", "TemporalConvNet"]
+           "ChannelwiseLayerNorm", "make_norm", "ConvBlock", "TemporalConvNet", "UConvBlock", "UConvNet",
+           "build_separator_net"]
 
 STD_EPS = 1e-8
 
@@ -152,3 +163,89 @@ class TemporalConvNet(nn.Module):
             if res is not None:
                 h = h + res
         return self.output(skip)  # (B, out_channels, T)
+
+
+def upsample_to(x: Tensor, length: int) -> Tensor:
+    """Nearest-neighbour ×2 upsampling cropped to ``length`` frames: out[..., t] = x[..., t // 2].
+
+    (B, C, ⌈length/2⌉) -> (B, C, length).
+    """
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")[..., :length]
+
+
+class UConvBlock(nn.Module):
+    """SuDoRM-RF U-ConvBlock: (B, io_channels, T) -> (B, io_channels, T), residual.
+
+    1×1 conv up (io -> hidden) -> norm -> PReLU -> depthwise conv at the full rate (level 0), then
+    ``depth`` depthwise convs of stride 2 (level l has ⌈T / 2^l⌉ frames); from the coarsest level
+    back, each level adds the ×2 nearest upsampling of the coarser one -> norm -> PReLU -> 1×1 conv
+    down (hidden -> io) -> + input. Receptive field 1 + (kernel_size − 1)·2^depth frames (where it
+    sits around frame t depends on t mod 2^depth); a stack of n blocks: 1 + n·(kernel_size − 1)·2^depth.
+    """
+
+    def __init__(self, io_channels: int, hidden: int, depth: int, kernel_size: int = 5,
+                 norm: str = "gLN"):
+        super().__init__()
+        if kernel_size % 2 != 1 or depth < 0:
+            raise ValueError(f"UConvBlock: kernel_size must be odd and depth >= 0, "
+                             f"got {kernel_size}, {depth}")
+
+        def depthwise(stride: int) -> nn.Conv1d:
+            return nn.Conv1d(hidden, hidden, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
+                             groups=hidden)
+
+        self.up = nn.Sequential(nn.Conv1d(io_channels, hidden, 1), make_norm(norm, hidden), nn.PReLU())
+        self.full_rate = depthwise(1)
+        self.downsample = nn.ModuleList(depthwise(2) for _ in range(depth))
+        self.down = nn.Sequential(make_norm(norm, hidden), nn.PReLU(), nn.Conv1d(hidden, io_channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        levels = [self.full_rate(self.up(x))]  # level 0: (B, hidden, T)
+        for conv in self.downsample:
+            levels.append(conv(levels[-1]))  # level l: (B, hidden, ⌈T / 2^l⌉)
+        h = levels.pop()
+        while levels:
+            finer = levels.pop()
+            h = finer + upsample_to(h, finer.shape[-1])  # (B, hidden, T_finer)
+        return x + self.down(h)  # (B, io_channels, T)
+
+
+class UConvNet(nn.Module):
+    """SuDoRM-RF separator: (B, in_channels, T) -> (B, out_channels, T) for any T >= 1.
+
+    norm -> Conv1d(in -> bottleneck) -> n_blocks U-ConvBlocks (bottleneck <-> hidden, ``depth``
+    downsamplings each) -> PReLU -> Conv1d(bottleneck -> out). The interface of ``TemporalConvNet``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bottleneck: int = 128, hidden: int = 512,
+                 n_blocks: int = 8, depth: int = 4, kernel_size: int = 5, norm: str = "gLN"):
+        super().__init__()
+        self.input_norm = make_norm(norm, in_channels)
+        self.bottleneck = nn.Conv1d(in_channels, bottleneck, 1)
+        self.blocks = nn.Sequential(*(UConvBlock(bottleneck, hidden, depth, kernel_size, norm)
+                                      for _ in range(n_blocks)))
+        self.output = nn.Sequential(nn.PReLU(), nn.Conv1d(bottleneck, out_channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.bottleneck(self.input_norm(x))  # (B, bottleneck, T)
+        return self.output(self.blocks(h))  # (B, out_channels, T)
+
+
+SEPARATOR_NETS = ("tcn", "uconv")
+
+
+def build_separator_net(cfg, in_channels: int, out_channels: int) -> nn.Module:
+    """The network ``cfg.lifting`` names (a ModelConfig): "tcn" (``TemporalConvNet``: ``n_blocks``
+    per repeat, ``n_repeats``) or "uconv" (``UConvNet``: ``n_blocks`` U-ConvBlocks of
+    ``uconv_depth`` downsamplings; ``n_repeats`` unused), sized by ``bottleneck`` and ``hidden``.
+    (B, in_channels, T) -> (B, out_channels, T). ConfigError for an unknown name or bad sizes."""
+    if cfg.lifting not in SEPARATOR_NETS:
+        raise ConfigError(f"model.lifting must be one of {', '.join(SEPARATOR_NETS)}, got {cfg.lifting!r}")
+    if cfg.n_blocks < 1:
+        raise ConfigError(f"model.n_blocks must be >= 1, got {cfg.n_blocks}")
+    if cfg.lifting == "tcn":
+        return TemporalConvNet(in_channels, out_channels, cfg.bottleneck, cfg.hidden, cfg.n_blocks,
+                               cfg.n_repeats)
+    if cfg.uconv_depth < 0:
+        raise ConfigError(f"model.uconv_depth must be >= 0, got {cfg.uconv_depth}")
+    return UConvNet(in_channels, out_channels, cfg.bottleneck, cfg.hidden, cfg.n_blocks, cfg.uconv_depth)

@@ -74,7 +74,7 @@ class LVBD(SeparationModel):
         super().__init__(cfg)
         K, M, D, N = cfg.n_sources, cfg.n_latent_channels, cfg.block_size, cfg.n_filters
         self.frontend = build_frontend(cfg.frontend, N, cfg.kernel_size, cfg.stride)
-        self.lifting = Lifting(N, M, D, cfg.bottleneck, cfg.hidden, cfg.n_blocks, cfg.n_repeats)
+        self.lifting = Lifting(cfg)
         self.demixer_net = (PredictedDemixer(M, K, D)
                             if cfg.demixer == "predicted" or cfg.init == "predicted" else None)
         self.posterior_head = PosteriorHead(D, cfg.logvar_min, cfg.logvar_max) if cfg.variational else None

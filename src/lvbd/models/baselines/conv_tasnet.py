@@ -1,7 +1,8 @@
 """Conv-TasNet baseline (Luo & Mesgarani 2019; torchaudio ``conv_tasnet.py`` / asteroid layout).
 
 Encoder Conv1d(1 -> N, kernel, stride) (linear as in torchaudio and asteroid's default, or ReLU as
-in the paper), TCN mask network (the same ``TemporalConvNet`` as LVBD's lifting) -> K·N masks
+in the paper), mask network (the same network as LVBD's lifting, ``model.lifting``: the TCN, or
+SuDoRM-RF U-ConvBlocks, which makes it a SuDoRM-RF-style separator) -> K·N masks
 (sigmoid, or ReLU), masked coefficients decoded by ConvTranspose1d(N -> 1) per source.
 Same interface as ``LVBD``: ``forward(mixture, state=None) -> SeparationOutput``; trained on the
 separation term alone (``lvbd.objective``).
@@ -12,7 +13,8 @@ import torch
 from torch import Tensor
 
 from ...config import ConfigError, ModelConfig
-from ..blocks import SeparationModel, TemporalConvNet, check_inputs, normalise_mixture, project_to_mixture
+from ..blocks import (SeparationModel, build_separator_net, check_inputs, normalise_mixture,
+                      project_to_mixture)
 from ..encoder import ConvFrontEnd
 from ..output import SeparationOutput
 
@@ -20,8 +22,8 @@ __all__ = ["ConvTasNet"]
 
 
 class ConvTasNet(SeparationModel):
-    """Mask-based separator using ModelConfig's n_filters, kernel_size, stride, bottleneck, hidden,
-    n_blocks, n_repeats (and n_sources)."""
+    """Mask-based separator using ModelConfig's n_filters, kernel_size, stride, lifting, bottleneck,
+    hidden, n_blocks, n_repeats, uconv_depth (and n_sources)."""
 
     def __init__(self, cfg: ModelConfig, encoder_activation: str = "linear", mask_activation: str = "sigmoid"):
         super().__init__(cfg)
@@ -31,8 +33,7 @@ class ConvTasNet(SeparationModel):
             raise ConfigError(f"convtasnet supports model.frontend 'conv' only, got {cfg.frontend!r}")
         self.mask_activation = mask_activation
         self.frontend = ConvFrontEnd(cfg.n_filters, cfg.kernel_size, cfg.stride, encoder_activation)
-        self.masker = TemporalConvNet(cfg.n_filters, cfg.n_sources * cfg.n_filters, cfg.bottleneck,
-                                      cfg.hidden, cfg.n_blocks, cfg.n_repeats)
+        self.masker = build_separator_net(cfg, cfg.n_filters, cfg.n_sources * cfg.n_filters)
 
     def forward(self, mixture: Tensor, state=None) -> SeparationOutput:
         """mixture (B, L) -> SeparationOutput(estimates (B, K, L), masks (B, K, N, T))."""

@@ -1,0 +1,151 @@
+"""Separator networks (models/blocks.py): the SuDoRM-RF U-ConvBlock stack beside the TCN, shapes,
+gradients, closed forms of its multi-rate structure, config selection and a few training steps."""
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lvbd.config import ConfigError, load_config
+from lvbd.losses import total_loss
+from lvbd.models import LVBD, ConvTasNet, build_model
+from lvbd.models.blocks import TemporalConvNet, UConvBlock, UConvNet, build_separator_net
+from lvbd.objective import loss_terms
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny(**model):
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    for key, value in model.items():
+        setattr(cfg.model, key, value)
+    return cfg
+
+
+@pytest.mark.parametrize("depth", [0, 1, 4])
+@pytest.mark.parametrize("T", [1, 2, 3, 7, 15, 16, 17, 100])
+def test_uconvnet_keeps_any_length(depth, T):
+    """T below 2^depth, odd and not a multiple of 2^depth: (B, C_in, T) -> (B, C_out, T)."""
+    torch.manual_seed(0)
+    net = UConvNet(6, 10, bottleneck=4, hidden=8, n_blocks=2, depth=depth)
+    out = net(torch.randn(3, 6, T))
+    assert out.shape == (3, 10, T) and torch.isfinite(out).all()
+
+
+def test_uconvnet_gradient_reaches_every_parameter():
+    torch.manual_seed(0)
+    net = UConvNet(6, 10, bottleneck=4, hidden=8, n_blocks=2, depth=3)
+    net(torch.randn(2, 6, 37)).pow(2).sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def _delta_kernels(block: UConvBlock) -> None:
+    """Every depthwise conv the identity (a centred delta, no bias): level l is level l-1 decimated."""
+    with torch.no_grad():
+        for conv in [block.full_rate, *block.downsample]:
+            conv.weight.zero_()
+            conv.weight[..., conv.kernel_size[0] // 2] = 1.0
+            conv.bias.zero_()
+
+
+@pytest.mark.parametrize("T", [1, 5, 16, 23])
+def test_uconvblock_levels_in_closed_form(T):
+    """With identity depthwise convs, level l holds u[2^l·t] and the nearest ×2 upsamplings hold it,
+    so the summed levels are Σ_l u[2^l·⌊t / 2^l⌋] (u: the up-projection's output)."""
+    torch.manual_seed(0)
+    depth = 3
+    block = UConvBlock(4, 6, depth)
+    _delta_kernels(block)
+    x = torch.randn(2, 4, T)
+    u = block.up(x)  # (B, hidden, T)
+    t = torch.arange(T)
+    levels = sum(u[..., (t // 2 ** l) * 2 ** l] for l in range(depth + 1))  # (B, hidden, T)
+    torch.testing.assert_close(block(x), x + block.down(levels))
+
+
+def test_uconvblock_equals_a_hand_built_pass():
+    """Random weights: the block equals the same convolutions written out with F.conv1d and an
+    index-based upsampling (out[t] = in[t // 2]), for an odd length."""
+    torch.manual_seed(0)
+    block = UConvBlock(4, 6, depth=2)
+    x = torch.randn(2, 4, 11)
+
+    def dw(conv, h, stride):
+        return F.conv1d(h, conv.weight, conv.bias, stride=stride, padding=2, groups=h.shape[1])
+
+    l0 = dw(block.full_rate, block.up(x), 1)  # (B, 6, 11)
+    l1 = dw(block.downsample[0], l0, 2)  # (B, 6, 6)
+    l2 = dw(block.downsample[1], l1, 2)  # (B, 6, 3)
+    h1 = l1 + l2[..., torch.arange(6) // 2]
+    h0 = l0 + h1[..., torch.arange(11) // 2]
+    torch.testing.assert_close(block(x), x + block.down(h0))
+
+
+def test_uconvnet_depth_zero_is_a_sequence_of_pointwise_and_depthwise_convs():
+    torch.manual_seed(0)
+    net = UConvNet(6, 10, bottleneck=4, hidden=8, n_blocks=2, depth=0)
+    x = torch.randn(2, 6, 9)
+    h = net.bottleneck(net.input_norm(x))
+    for block in net.blocks:
+        h = h + block.down(block.full_rate(block.up(h)))
+    torch.testing.assert_close(net(x), net.output(h))
+
+
+@pytest.mark.parametrize("depth", [0, 2, 3])
+def test_uconvblock_receptive_field(depth):
+    """Output frame t depends on exactly 1 + (kernel − 1)·2^depth input frames, for every t (cLN:
+    no statistics across frames)."""
+    torch.manual_seed(0)
+    block = UConvBlock(3, 5, depth, norm="cLN")
+    for t in range(40, 40 + 2 ** depth):
+        x = torch.randn(1, 3, 96, requires_grad=True)
+        block(x)[0, :, t].sum().backward()
+        used = (x.grad.abs().sum(1)[0] > 0).nonzero().flatten()
+        assert used.max() - used.min() + 1 == 1 + 4 * 2 ** depth, t
+        assert used.min() <= t <= used.max()
+
+
+def test_build_separator_net_follows_the_config():
+    cfg = tiny(lifting="uconv", uconv_depth=2).model
+    net = build_separator_net(cfg, 32, 12)
+    assert isinstance(net, UConvNet) and len(net.blocks) == cfg.n_blocks
+    assert all(len(b.downsample) == 2 for b in net.blocks)
+    assert isinstance(build_separator_net(tiny().model, 32, 12), TemporalConvNet)
+    assert isinstance(build_model(tiny(lifting="uconv").model).lifting.tcn, UConvNet)
+    assert isinstance(build_model(tiny(arch="convtasnet", lifting="uconv").model).masker, UConvNet)
+
+
+@pytest.mark.parametrize("arch", ["lvbd", "convtasnet"])
+@pytest.mark.parametrize("overrides,match", [({"lifting": "lstm"}, "model.lifting"),
+                                             ({"lifting": "uconv", "uconv_depth": -1}, "model.uconv_depth"),
+                                             ({"n_blocks": 0}, "model.n_blocks")])
+def test_bad_separator_settings_are_config_errors(arch, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        build_model(tiny(arch=arch, **overrides).model)
+
+
+@pytest.mark.parametrize("arch", ["lvbd", "convtasnet"])
+def test_uconv_network_learns_a_fixed_batch(arch):
+    """Only the U-ConvBlock network is trained (everything else frozen at its seeded init): the loss
+    on one tiny batch falls within 15 steps."""
+    torch.manual_seed(0)
+    cfg = tiny(arch=arch, lifting="uconv", uconv_depth=3, variational=False)
+    cfg.loss.pit = "upit"
+    model = build_model(cfg.model).train()
+    assert isinstance(model, LVBD if arch == "lvbd" else ConvTasNet)
+    net = model.lifting.tcn if arch == "lvbd" else model.masker
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    t = torch.arange(2000) / 8000
+    refs = torch.stack([torch.sin(2 * torch.pi * 220 * t), torch.randn(2000, generator=g)])  # (K, L)
+    refs = refs[None].repeat(2, 1, 1) * torch.tensor([[1.0, 0.5], [0.5, 1.0]])[..., None]  # (B, K, L)
+    losses = []
+    for step in range(15):
+        _, terms = loss_terms(model, refs.sum(1), refs, cfg.loss, step, 15)
+        loss = total_loss(terms, cfg.loss, step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5, losses
