@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 __all__ = ["hungarian", "hungarian_batch", "sinkhorn", "log_sinkhorn", "check_square"]
@@ -28,6 +27,8 @@ def hungarian(cost, maximize: bool = False) -> np.ndarray:
 
     Entries must be finite or ±inf (an inf entry is never chosen while a finite assignment exists).
     """
+    from scipy.optimize import linear_sum_assignment  # imported on first use: start-up time
+
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2 or cost.shape[0] > cost.shape[1]:
         raise ValueError(f"expected a (K_rows, K_cols) matrix with K_rows <= K_cols, got {cost.shape}")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from .errors import LvbdError
 from .fileio import atomic_open, default_mode
@@ -117,6 +116,8 @@ def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
         raise AudioError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
     if orig_rate == target_rate:
         return np.asarray(wav, dtype=np.float32)
+    from scipy.signal import resample_poly  # ≈1 s to import: only when a file needs resampling
+
     ratio = _ratio(orig_rate, target_rate)
     out = resample_poly(np.asarray(wav, dtype=np.float64), ratio.numerator, ratio.denominator,
                         axis=-1)
