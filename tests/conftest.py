@@ -191,6 +191,39 @@ def _espeak_clips(out: Path, pairs: list[tuple[str, str]], sample_rate: int) -> 
     return clips
 
 
+def _make_set(root: Path, clips: list[np.ndarray], n_items: int = 3, n_sources: int = 2,
+              absolute: bool = False, silent_first: bool = False) -> Path:
+    """Write root/{mix,s1..sK}/NAME.wav and metadata.csv (Libri2Mix columns): mixture i holds
+    clips i, i + 1, ... (cyclically) at gains 0.5, 0.7, ...; the clips must be equally long."""
+    root.mkdir(parents=True)
+    rows = []
+    for i in range(n_items):
+        stems = [clips[(i + k) % len(clips)] * (0.5 + 0.2 * k) for k in range(n_sources)]
+        if silent_first and i == 0:
+            stems[-1] = np.zeros_like(stems[-1])
+        name = f"mix{i:03d}"
+        paths = []
+        for folder, wav in [("mix", sum(stems))] + [(f"s{k + 1}", s) for k, s in enumerate(stems)]:
+            (root / folder).mkdir(exist_ok=True)
+            path = audio.save(root / folder / f"{name}.wav", wav, 8000, clip_mode="none",
+                              subtype="FLOAT")
+            paths.append(str(path.resolve()) if absolute else f"{folder}/{name}.wav")
+        rows.append([name] + paths + [len(stems[0])])
+    with open(root / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["mixture_ID", "mixture_path"]
+                        + [f"source_{k + 1}_path" for k in range(n_sources)] + ["length"])
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_set():
+    """The function ``make_set(root, clips, n_items=3, n_sources=2, absolute=False,
+    silent_first=False) -> root``: a Libri2Mix-style test set of the clips."""
+    return _make_set
+
+
 @pytest.fixture(scope="session")
 def espeak_clips():
     """The function ``espeak_clips(out, [(voice, text), ...], sample_rate) -> [clip, ...]``."""

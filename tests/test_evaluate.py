@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-from lvbd import audio
 from lvbd.errors import LvbdError
 from lvbd.evaluate import add_arguments, evaluate_set, find_sets, format_table, read_set, run
 
@@ -24,37 +23,13 @@ def clips(tmp_path_factory, espeak_clips):
             espeak_clips(tmp_path_factory.mktemp("clips"), list(zip(VOICES, SENTENCES)), 8000)]
 
 
-def make_set(root, clips, n_items=3, n_sources=2, absolute=False, silent_first=False):
-    """Write root/{mix,s1..sK}/NAME.wav and metadata.csv (Libri2Mix columns)."""
-    root.mkdir(parents=True)
-    rows = []
-    for i in range(n_items):
-        stems = [clips[(i + k) % len(clips)] * (0.5 + 0.2 * k) for k in range(n_sources)]
-        if silent_first and i == 0:
-            stems[-1] = np.zeros_like(stems[-1])
-        name = f"mix{i:03d}"
-        paths = []
-        for folder, wav in [("mix", sum(stems))] + [(f"s{k + 1}", s) for k, s in enumerate(stems)]:
-            (root / folder).mkdir(exist_ok=True)
-            path = audio.save(root / folder / f"{name}.wav", wav, 8000, clip_mode="none",
-                              subtype="FLOAT")
-            paths.append(str(path.resolve()) if absolute else f"{folder}/{name}.wav")
-        rows.append([name] + paths + [len(stems[0])])
-    with open(root / "metadata.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["mixture_ID", "mixture_path"]
-                        + [f"source_{k + 1}_path" for k in range(n_sources)] + ["length"])
-        writer.writerows(rows)
-    return root
-
-
 def parse(argv):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return parser.parse_args(argv)
 
 
-def test_evaluate_set_writes_csv_and_json(tmp_path, clips):
+def test_evaluate_set_writes_csv_and_json(tmp_path, clips, make_set):
     set_dir = make_set(tmp_path / "id" / "2spk", clips, n_items=3)
     summary = evaluate_set("oracle-irm", set_dir, tmp_path / "out", metrics=("si_sdr", "sdr",
                                                                            "pesq", "stoi"))
@@ -77,7 +52,7 @@ def test_evaluate_set_writes_csv_and_json(tmp_path, clips):
     assert "SI-SDRi" in table and "id/2spk" in table and "PESQ" in table
 
 
-def test_mixture_model_and_max_items(tmp_path, clips):
+def test_mixture_model_and_max_items(tmp_path, clips, make_set):
     set_dir = make_set(tmp_path / "2spk", clips, n_items=3, absolute=True)
     summary = evaluate_set("mixture", set_dir, metrics=("si_sdr",), max_items=2)
     assert summary["n"] == 2 and len(summary["rows"]) == 2
@@ -96,7 +71,7 @@ class FakeSeparator:
         return (est, conf) if return_confidence else est
 
 
-def test_model_confidence_columns_and_k_mismatch(tmp_path, clips):
+def test_model_confidence_columns_and_k_mismatch(tmp_path, clips, make_set):
     set_dir = make_set(tmp_path / "id" / "2spk", clips, n_items=3)
     summary = evaluate_set(FakeSeparator(), set_dir, tmp_path / "out", metrics=("si_sdr",))
     rows = list(csv.DictReader(open(tmp_path / "out" / "id_2spk.csv", newline="")))
@@ -114,7 +89,7 @@ def test_model_confidence_columns_and_k_mismatch(tmp_path, clips):
         evaluate_set(broken, set_dir)
 
 
-def test_silent_reference_is_counted_and_excluded(tmp_path, clips):
+def test_silent_reference_is_counted_and_excluded(tmp_path, clips, make_set):
     set_dir = make_set(tmp_path / "2spk", clips, n_items=2, silent_first=True)
     summary = evaluate_set("oracle-psm", set_dir, tmp_path / "out", metrics=("si_sdr", "sdr"))
     assert summary["n_silent_refs"] == 1 and summary["n"] == 2
@@ -128,7 +103,7 @@ def test_silent_reference_is_counted_and_excluded(tmp_path, clips):
     assert "nan" in open(csv_path).read().splitlines()[1]
 
 
-def test_read_set_errors(tmp_path, clips):
+def test_read_set_errors(tmp_path, clips, make_set):
     with pytest.raises(LvbdError, match="no such test set"):
         read_set(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
@@ -155,7 +130,7 @@ def test_run_missing_set_and_bad_flags(tmp_path):
         run(parse(["--model", str(tmp_path / "no.safetensors"), "--set", str(tmp_path)]))
 
 
-def test_run_parent_dir_writes_combined_table(tmp_path, clips, capsys):
+def test_run_parent_dir_writes_combined_table(tmp_path, clips, capsys, make_set):
     make_set(tmp_path / "test" / "id" / "2spk", clips, n_items=2)
     make_set(tmp_path / "test" / "ood-x" / "2spk", clips[1:], n_items=2)
     out = tmp_path / "results"
@@ -183,7 +158,7 @@ def test_cli_reports_missing_set_in_one_line(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ plain folders (issue 11)
-def test_plain_folder_without_metadata(tmp_path, clips):
+def test_plain_folder_without_metadata(tmp_path, clips, make_set):
     """mix/, s1/, s2/ matched by file name, as downloaded Libri2Mix/WHAM folders are."""
     set_dir = make_set(tmp_path / "id" / "2spk", clips, n_items=3)
     with_meta = evaluate_set("oracle-irm", set_dir, metrics=("si_sdr",))
@@ -198,7 +173,7 @@ def test_plain_folder_without_metadata(tmp_path, clips):
     assert find_sets(tmp_path) == [set_dir] and find_sets(set_dir) == [set_dir]
 
 
-def test_plain_folder_mix_clean_and_errors(tmp_path, clips):
+def test_plain_folder_mix_clean_and_errors(tmp_path, clips, make_set):
     set_dir = make_set(tmp_path / "tt", clips, n_items=2, n_sources=3)
     (set_dir / "metadata.csv").unlink()
     (set_dir / "mix").rename(set_dir / "mix_clean")  # WHAM!/Libri2Mix download layout
@@ -214,7 +189,7 @@ def test_plain_folder_mix_clean_and_errors(tmp_path, clips):
         read_set(tmp_path / "only_mix")
 
 
-def test_run_on_plain_folder(tmp_path, clips, capsys):
+def test_run_on_plain_folder(tmp_path, clips, capsys, make_set):
     set_dir = make_set(tmp_path / "mine", clips, n_items=2)
     (set_dir / "metadata.csv").unlink()
     assert run(parse(["--model", "mixture", "--set", str(set_dir), "--out",
@@ -222,7 +197,7 @@ def test_run_on_plain_folder(tmp_path, clips, capsys):
     assert "mine" in capsys.readouterr().out
 
 
-def test_mixture_folder_dataset_reads_plain_folders(tmp_path, clips):
+def test_mixture_folder_dataset_reads_plain_folders(tmp_path, clips, make_set):
     from lvbd.data.datasets import MixtureFolderDataset
 
     set_dir = make_set(tmp_path / "2spk", clips, n_items=2)

@@ -99,6 +99,21 @@ def load_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], 
     return cfg, state, info
 
 
+def read_header(path: str | Path) -> tuple[int, dict[str, Any]]:
+    """(step, config dict) of a checkpoint from its header alone, without reading the tensors."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            size = int.from_bytes(head, "little") if len(head) == 8 else 0
+            meta = _metadata(head + fh.read(size)) if 0 < size < 100_000_000 else {}
+        return int(meta["step"]), json.loads(meta["config"])
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    except (KeyError, ValueError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is not a valid lvbd checkpoint (corrupt or truncated "
+                              f"header)") from None
+
+
 def _metadata(payload: bytes) -> dict[str, str]:
     if len(payload) < 8:
         raise ValueError("file too short")

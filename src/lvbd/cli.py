@@ -24,6 +24,7 @@ EPILOG = """examples:
   lvbd separate talk.wav                  # -> separated/default/talk/source1.wav, source2.wav
   lvbd separate recordings/ -o out --flac # every audio file below recordings/
   lvbd evaluate --set data/test           # score the shipped model on every test set
+  lvbd experiment configs/experiments/claims.yaml   # the claim experiments -> docs/results.md
   lvbd COMMAND --help                     # the options of one command"""
 # command -> (module, help); each module has add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -33,6 +34,8 @@ COMMANDS = {
     "data": ("lvbd.data.cli", "build the offline training corpus and test sets; show statistics"),
     "export": ("lvbd.export", "turn a training checkpoint into a shippable model file"),
     "plot": ("lvbd.plot", "plot the learning curves of training runs"),
+    "experiment": ("lvbd.experiment", "train and evaluate a grid of runs on the paper's claims; "
+                                      "write the results tables"),
     "env": (None, "print versions of lvbd and its dependencies, for bug reports"),
 }
 

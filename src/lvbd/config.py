@@ -118,6 +118,9 @@ class DataConfig:
     num_workers: int = 0
     valid_items: int = 64              # fixed validation mixtures
     valid_segment_seconds: float = 4.0
+    speaker_fraction: float = 1.0      # training speakers kept (0 < f <= 1): a fixed seeded subset,
+                                       # nested (0.1 ⊂ 0.25 ⊂ 1), the same for every train.seed
+                                       # (datasets.speaker_subset)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training items only
 
 
@@ -136,6 +139,8 @@ class TrainConfig:
     on_nonfinite: str = "stop"         # stop | skip
     threads: int = 0                   # torch threads; 0 = torch default
     budget_minutes: float = 0.0        # stop (validate, checkpoint) after this much wall time; 0 = none
+    train_eval_items: int = 0          # fixed training mixtures scored like the validation ones at
+                                       # each validation (train_eval_si_sdri); 0 = off
 
 
 @dataclass

@@ -135,7 +135,9 @@ def _row(name: str, result: dict, metric_keys: list[str], per_source: list[str],
     return row
 
 
-def _ci(values: np.ndarray) -> dict:
+def mean_ci(values) -> dict:
+    """Mean and t-based 95 % CI of the finite ``values`` (``CI_METHOD``) → {mean, ci95,
+    ci95_half, sd, n}; None where undefined (no value; one value: no interval)."""
     from scipy.stats import t as student_t
 
     values = np.asarray(values, dtype=np.float64)
@@ -246,7 +248,7 @@ def evaluate_set(separator, set_dir: str | Path, out_dir: str | Path | None = No
         "model": model_name, "set": test_set.name, "set_dir": str(test_set.root),
         "n_sources": K, "sample_rates": sorted(sample_rates),
         "n": len(rows), "n_refs": len(rows) * K, "n_silent_refs": n_silent,
-        "metrics": {key: _ci([row[key] for row in rows]) for key in metric_keys},
+        "metrics": {key: mean_ci([row[key] for row in rows]) for key in metric_keys},
         "ci_method": CI_METHOD,
         "time_offset": {"n_sources_offset": n_offset,
                         "median_abs_offset_samples": float(np.median(offsets_arr))

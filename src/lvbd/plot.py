@@ -1,9 +1,11 @@
-"""``lvbd plot RUN [RUN ...]``: learning curves from ``metrics.jsonl`` as PNG files."""
+"""``lvbd plot RUN [RUN ...]``: learning curves from ``metrics.jsonl`` as PNG files; the bar and
+curve charts of ``lvbd experiment``."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 from .errors import LvbdError
@@ -33,16 +35,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
     Every run is read before anything is created: a bad run folder leaves no empty ``out``.
     """
     runs = {Path(r).name: read_metrics(r) for r in run_dirs}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise LvbdError(f"cannot create output folder {out}: {err.strerror}") from None
+    plt = _pyplot()
+    out = _folder(out)
     written = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, rows in runs.items():
@@ -59,9 +53,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    written.append(out / "si_sdri.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(fig, out / "si_sdri.png"))
     terms = sorted({k for rows in runs.values() for r in rows for k in r
                     if k in ("loss", "sep", "mix", "kl", "tc", "perm", "vol")})
     if terms:
@@ -77,9 +69,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
         axes[-1, 0].set_xlabel("step")
         axes[0, 0].legend(fontsize=8)
         fig.tight_layout()
-        written.append(out / "loss_terms.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(fig, out / "loss_terms.png"))
     fig, ax = plt.subplots(figsize=(7, 2.5))
     for name, rows in runs.items():
         pts = [(r["step"], r["lr"]) for r in rows if "lr" in r]
@@ -88,10 +78,83 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
     ax.set(xlabel="step", ylabel="learning rate")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    written.append(out / "lr.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(fig, out / "lr.png"))
     return written
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _folder(out: str | Path) -> Path:
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LvbdError(f"cannot create output folder {out}: {err.strerror}") from None
+    return out
+
+
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG atomically (a temp file, then ``os.replace``) and close it."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    fig.clear()
+    _pyplot().close(fig)
+    return path
+
+
+def bar_chart(path: str | Path, groups: list[str], series: dict[str, list[tuple]],
+              ylabel: str, title: str) -> Path:
+    """Grouped bars: ``series[name][i]`` = (mean, 95 % CI half-width or None) of group i;
+    NaN means are left out."""
+    import numpy as np
+
+    plt = _pyplot()
+    path = Path(path)
+    _folder(path.parent)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 2), 4))
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(groups))
+    for i, (name, values) in enumerate(series.items()):
+        means = [np.nan if v[0] is None else v[0] for v in values]
+        halves = [0.0 if v[1] is None else v[1] for v in values]
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=halves, capsize=2,
+               label=name)
+    ax.set_xticks(x, groups, rotation=20, ha="right")
+    ax.set(ylabel=ylabel, title=title)
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def curve_panels(path: str | Path, panels: dict[str, dict[str, tuple]], xlabel: str,
+                 ylabel: str) -> Path:
+    """One panel per key of ``panels``; each holds lines ``{label: (xs, ys, style)}`` (a
+    matplotlib format string such as ``"o-"`` or ``"--"``)."""
+    plt = _pyplot()
+    path = Path(path)
+    _folder(path.parent)
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.6),
+                             squeeze=False, sharey=True)
+    for ax, (title, lines) in zip(axes[0], panels.items()):
+        for label, (xs, ys, style) in lines.items():
+            if len(xs):
+                ax.plot(xs, ys, style, label=label, markersize=3)
+        ax.set(title=title, xlabel=xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel(ylabel)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,8 @@
 """Progress reporting: whether to draw bars, and parallel jobs behind one bar."""
 from __future__ import annotations
 
+import multiprocessing
 import sys
-from multiprocessing import Pool
 
 __all__ = ["show_progress", "run_jobs"]
 
@@ -13,9 +13,11 @@ def show_progress(quiet: bool) -> bool:
 
 
 def run_jobs(function, jobs: list, n_workers: int, progress: bool, desc: str,
-              unit: str = "clip", sizes: list[int] | None = None) -> list:
+              unit: str = "clip", sizes: list[int] | None = None,
+              start_method: str | None = None) -> list:
     """``[function(job) for job in jobs]`` on ``n_workers`` processes (results in order); a tqdm bar
-    counting ``sizes[i]`` units per job when ``progress``."""
+    counting ``sizes[i]`` units per job when ``progress``. ``start_method`` ``"spawn"`` gives
+    fresh workers (for a parent that has run torch: forked OpenMP pools can hang)."""
     if not jobs:
         return []
     sizes = sizes or [1] * len(jobs)
@@ -24,7 +26,8 @@ def run_jobs(function, jobs: list, n_workers: int, progress: bool, desc: str,
         from tqdm import tqdm
         bar = tqdm(total=sum(sizes), desc=desc, unit=unit, dynamic_ncols=True)
     results = []
-    pool = Pool(n_workers) if n_workers > 1 else None
+    pool = (multiprocessing.get_context(start_method).Pool(n_workers)
+            if n_workers > 1 and len(jobs) > 1 else None)
     try:
         done = pool.imap(function, jobs) if pool is not None else map(function, jobs)
         for result, size in zip(done, sizes):

@@ -189,21 +189,28 @@ def _restore(run_dir: Path, cfg: Config, rank: int, device: torch.device, resume
 
 
 def _data(cfg: Config, step: int, rank: int, world: int):
-    """(training loader from ``step`` on, fixed validation items)."""
+    """(training loader from ``step`` on, fixed validation items, fixed training items scored
+    like them: ``train.train_eval_items`` mixtures of the training speakers, unaugmented)."""
     from .data.datasets import DynamicMixDataset, FixedValidSet
 
     d, B = cfg.data, cfg.data.batch_size
     train_set = DynamicMixDataset(d.root, d.splits_train, cfg.model.n_sources, d.segment_seconds,
                                   cfg.model.sample_rate, cfg.train.seed,
-                                  cfg.train.steps * B * world, d.engines, augment=d.augment)
+                                  cfg.train.steps * B * world, d.engines, augment=d.augment,
+                                  speaker_fraction=d.speaker_fraction)
     valid = list(FixedValidSet(d.root, d.valid_items, cfg.model.n_sources,
                                d.valid_segment_seconds, cfg.model.sample_rate,
                                cfg.train.seed + 10_000, d.engines))
+    train_fixed = list(FixedValidSet(d.root, cfg.train.train_eval_items, cfg.model.n_sources,
+                                     d.valid_segment_seconds, cfg.model.sample_rate,
+                                     cfg.train.seed + 20_000, d.engines, split=d.splits_train,
+                                     speaker_fraction=d.speaker_fraction)
+                       ) if cfg.train.train_eval_items > 0 else []
     order = [(s * world + rank) * B + i for s in range(step, cfg.train.steps) for i in range(B)]
     loader = torch.utils.data.DataLoader(train_set, batch_size=B, sampler=order,
                                          num_workers=d.num_workers,  # own generator: the
                                          generator=torch.Generator().manual_seed(step))  # global RNG stays resumable
-    return loader, valid
+    return loader, valid, train_fixed
 
 
 def _step(wrapped, model, opt, refs: torch.Tensor, cfg: Config, step: int) -> tuple[dict | None, float]:
@@ -241,7 +248,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
     wrapped = _LossModule(model)
     if ddp:
         wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, find_unused_parameters=True)
-    loader, valid = _data(cfg, step, rank, world)
+    loader, valid, train_fixed = _data(cfg, step, rank, world)
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -272,6 +279,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | No
         if step % tc.valid_every == 0 or final:
             score = validate(model, valid, cfg.data.batch_size, device)
             row = dict(row or {"step": step}, valid_si_sdri=score)
+            if train_fixed:  # the generalisation gap: train_eval_si_sdri - valid_si_sdri
+                row["train_eval_si_sdri"] = validate(model, train_fixed, cfg.data.batch_size, device)
             lr = schedule.lr
             if schedule.update(score) and rank == 0:
                 save_checkpoint(run_dir / "best.safetensors", model, cfg, step,

@@ -29,6 +29,24 @@ from .corpus import read_manifest
 from .mixing import crop_or_pad, mix_stems, random_gains_db, random_offset
 
 LEVEL_RANGE_DB = (-35.0, -15.0)
+SPEAKER_SUBSET_SEED = 0
+
+
+def speaker_subset(speakers, fraction: float) -> list[str]:
+    """The training speakers kept by ``data.speaker_fraction`` → sorted list.
+
+    The first ``round(fraction · n)`` speakers of one fixed shuffle (seeded by
+    ``SPEAKER_SUBSET_SEED``, not by ``train.seed``) of the sorted names: deterministic, the same
+    for every model and seed at a fraction, and nested (a smaller fraction keeps a subset of a
+    larger one's speakers).
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise LvbdError(f"data.speaker_fraction must be in (0, 1], got {fraction}")
+    speakers = sorted(speakers)
+    if fraction == 1.0:
+        return speakers
+    order = np.random.default_rng(SPEAKER_SUBSET_SEED).permutation(len(speakers))
+    return sorted(speakers[i] for i in order[:max(1, round(fraction * len(speakers)))])
 
 
 @dataclass(frozen=True)
@@ -48,7 +66,8 @@ class DynamicMixDataset(Dataset):
 
     Rows come from ``root/manifest.csv`` with ``split`` and ``engine`` in ``engines``
     (``None``: every engine). Speakers are drawn in proportion to their utterance counts
-    (uniform over utterances, without repeating a speaker).
+    (uniform over utterances, without repeating a speaker). ``speaker_fraction`` < 1 keeps only
+    the speakers of :func:`speaker_subset`.
 
     ``augment``: an :class:`AugmentConfig` (``None`` or all probabilities 0: no augmentation,
     items identical to the unaugmented ones). Its draws come from generators seeded by
@@ -60,7 +79,7 @@ class DynamicMixDataset(Dataset):
     def __init__(self, root: str | Path, split: str = "train", n_sources: int = 2,
                  segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
                  length: int = 10000, engines: list[str] | tuple[str, ...] | None = ("espeak-ng",),
-                 augment: AugmentConfig | None = None):
+                 augment: AugmentConfig | None = None, speaker_fraction: float = 1.0):
         if n_sources < 1 or segment_seconds <= 0 or length < 0 or sample_rate <= 0:
             raise ValueError(f"need n_sources >= 1, segment_seconds > 0, length >= 0 and "
                              f"sample_rate > 0; got {n_sources}, {segment_seconds}, {length}, "
@@ -77,10 +96,12 @@ class DynamicMixDataset(Dataset):
                 continue
             by_speaker[row["speaker"]].append((row["path"],
                                                round(row["duration"] * sample_rate)))
-        if len(by_speaker) < n_sources:
+        self.speakers = speaker_subset(by_speaker, speaker_fraction)
+        if len(self.speakers) < n_sources:
+            kept = f" (speaker_fraction {speaker_fraction} keeps {len(self.speakers)})" \
+                if speaker_fraction < 1 else ""
             raise LvbdError(f"{self.root}: split '{split}' with engines {self.engines} has "
-                            f"{len(by_speaker)} speaker(s); {n_sources} sources need more")
-        self.speakers = sorted(by_speaker)
+                            f"{len(by_speaker)} speaker(s){kept}; {n_sources} sources need more")
         self.clips = [sorted(by_speaker[s]) for s in self.speakers]
         counts = np.array([len(c) for c in self.clips], dtype=np.float64)
         self.weights = counts / counts.sum()
@@ -144,15 +165,16 @@ class DynamicMixDataset(Dataset):
 
 
 class FixedValidSet(Dataset):
-    """``n_items`` fixed mixtures (stems ``(K, L)``) from the ``valid`` split, rendered once
-    and cached in memory; deterministic given ``seed``."""
+    """``n_items`` fixed mixtures (stems ``(K, L)``) from the ``valid`` split (or another one,
+    e.g. fixed training mixtures), rendered once and cached in memory; deterministic given
+    ``seed``."""
 
     def __init__(self, root: str | Path, n_items: int = 64, n_sources: int = 2,
                  segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
                  engines: list[str] | tuple[str, ...] | None = ("espeak-ng",),
-                 split: str = "valid"):
+                 split: str = "valid", speaker_fraction: float = 1.0):
         source = DynamicMixDataset(root, split, n_sources, segment_seconds, sample_rate,
-                                   seed, n_items, engines)
+                                   seed, n_items, engines, speaker_fraction=speaker_fraction)
         self.items = [source[i] for i in range(n_items)]
 
     def __len__(self) -> int:

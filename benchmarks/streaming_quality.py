@@ -1,0 +1,71 @@
+"""Streaming swap rate and SI-SDRi against offline separation on long mixtures (issue 14).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/streaming_quality.py --model default \\
+        --set data/test/id --seconds 30 --chunk 2.0
+
+Builds ``--mixtures`` K-speaker mixtures of ``--seconds`` from the utterances of one test set
+(``lvbd.longform.long_mixtures``; ``--set`` may be a set or its parent, the ``<K>spk`` set of the
+model is used) and separates each one whole (offline), streamed (``Separator.stream`` with
+``--chunk`` segments and ``--overlap``: the model's memory plus the engine's reordering), in
+back-to-back chunks with only the model's memory, and in independent chunks. Prints per mode the
+swap rate (chunk boundaries where the best assignment to the references changes) and the
+whole-file SI-SDRi, and the ratio of streamed to offline SI-SDRi (the peer measured in the same
+run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="'default' or a checkpoint path")
+    parser.add_argument("--set", default="data/test/id", help="a test set or its parent folder")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--chunk", type=float, default=2.0, help="segment / chunk seconds")
+    parser.add_argument("--overlap", type=float, default=0.25, help="overlap of the stream")
+    parser.add_argument("--mixtures", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from lvbd.data.mixfolder import find_sets, read_set
+    from lvbd.errors import LvbdError
+    from lvbd.longform import evaluate_long_form
+    from lvbd.separate import Separator
+
+    torch.set_num_threads(args.threads)
+    try:
+        separator = Separator.load(args.model, device="cpu")
+        sets = [s for s in find_sets(args.set) if read_set(s).n_sources == separator.n_sources]
+        if not sets:
+            raise LvbdError(f"{args.set} holds no {separator.n_sources}-speaker set")
+        summary = evaluate_long_form(separator, sets[0], args.seconds, args.chunk, args.overlap,
+                                     args.mixtures, args.seed)
+    except LvbdError as err:
+        sys.stderr.write(f"streaming_quality: error: {err}\n")
+        return 1
+    print(f"{args.model} on {sets[0]}: {args.mixtures} mixtures of {args.seconds:g} s, "
+          f"{args.chunk:g} s chunks (stream overlap {args.overlap:g})")
+    print(f"{'mode':<12} {'swap rate':>10} {'swaps':>12} {'SI-SDRi dB':>11}")
+    for mode, m in summary["modes"].items():
+        rate = "-" if m["swap_rate"] is None else f"{m['swap_rate']:.3f}"
+        print(f"{mode:<12} {rate:>10} {m['swaps']:>5}/{m['boundaries']:<6} {m['si_sdri']:>11.2f}")
+    whole, stream = summary["modes"]["whole"]["si_sdri"], summary["modes"]["stream"]["si_sdri"]
+    ratio = f"{stream / whole:.3f}" if whole > 0 else "- (offline SI-SDRi <= 0)"
+    print(f"stream / whole SI-SDRi: {ratio}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""Long-form separation quality (issues 13 and 14): does source k stay on output k over a long file?
+
+:func:`long_mixtures` builds K-speaker mixtures of ``seconds`` (≥ 30 s by default) from one test
+set: for each of K speakers, that speaker's stems in the set (the ``source_k_speaker`` columns of
+its ``metadata.csv``; without them, source column k counts as one speaker), in a seeded order,
+each trimmed of its leading and trailing silence, concatenated (cycled when the speaker has too
+little) and cut to length; mixed by :func:`lvbd.data.mixing.mix_stems` (relative gains within
+±5 dB, −25 dBFS). Mixture ``n`` comes from a Generator seeded by ``(seed, n)``.
+
+:func:`separate_modes` separates one mixture four ways with a :class:`lvbd.separate.Separator`:
+
+- ``whole``: the whole file as one segment (offline, the reference);
+- ``stream``: :meth:`Separator.stream` with ``chunk``-second segments and ``overlap`` (the model's
+  memory, plus the engine's overlap-correlation reordering that also serves memory-less models);
+- ``memory``: back-to-back chunks, the model's memory state carried, nothing else (the memory
+  alone; for a model without memory it equals ``independent``);
+- ``independent``: back-to-back chunks, each separated alone.
+
+:func:`score_long` scores an output: per ``chunk`` window the best (Hungarian, SI-SDR) assignment
+of outputs to references, **undefined** where a reference is more than ``PAUSE_DB`` below the
+loudest (a pause: any order fits); the **swap rate** is the fraction of consecutive defined
+windows whose assignment differs from the previous defined window's; the **SI-SDRi** is that of
+the whole output under one assignment for the whole file, so a swap costs as much as a wrong
+separation.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import audio
+from .data.metadata import METADATA, read_metadata
+from .data.mixfolder import read_set
+from .data.mixing import mix_stems, random_gains_db
+from .errors import LvbdError
+from .metrics import best_permutation, compute_metrics, pairwise_si_sdr
+
+log = logging.getLogger(__name__)
+
+MODES = ("whole", "stream", "memory", "independent")
+PAUSE_DB = -20.0       # a reference this far below the loudest one in a window: the window is undefined
+TRIM_RELATIVE = 0.01   # leading/trailing samples below 1 % of a stem's peak are cut
+LEVEL_DB = -25.0
+
+
+@dataclass
+class LongMixture:
+    name: str
+    mixture: np.ndarray          # (L,) float64
+    references: np.ndarray       # (K, L) float64, adding up to the mixture
+    sample_rate: int
+    speakers: tuple[str, ...]
+
+
+def _speaker_stems(set_dir: Path) -> tuple[dict[str, list[Path]], int]:
+    """{speaker: stem paths in set order}, K."""
+    test_set = read_set(set_dir)
+    K = test_set.n_sources
+    meta = Path(set_dir) / METADATA
+    columns, rows = read_metadata(meta) if meta.is_file() else ([], [])
+    speaker_of = ({row["mixture_ID"]: row for row in rows}
+                  if all(f"source_{k + 1}_speaker" in columns for k in range(K)) else None)
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for name, _, sources in test_set.items:
+        for k, path in enumerate(sources):
+            key = speaker_of[name][f"source_{k + 1}_speaker"] if speaker_of else f"s{k + 1}"
+            groups[key].append(path)
+    return dict(groups), K
+
+
+def _trimmed(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
+    wav, rate = audio.load(path)
+    wav = wav.mean(axis=0).astype(np.float64)
+    if sample_rate is not None and rate != sample_rate:
+        wav, rate = audio.resample(wav, rate, sample_rate), sample_rate
+    loud = np.flatnonzero(np.abs(wav) > TRIM_RELATIVE * np.abs(wav).max(initial=0.0))
+    return (wav[loud[0]:loud[-1] + 1] if loud.size else wav[:0]), rate
+
+
+def long_mixtures(set_dir: str | Path, seconds: float = 30.0, n_mixtures: int = 4,
+                  seed: int = 0) -> list[LongMixture]:
+    """``n_mixtures`` K-speaker mixtures of ``seconds`` built from the stems of one test set."""
+    if seconds <= 0 or n_mixtures < 1:
+        raise LvbdError(f"need seconds > 0 and n_mixtures >= 1, got {seconds} and {n_mixtures}")
+    groups, K = _speaker_stems(Path(set_dir))
+    speakers = sorted(groups)
+    if len(speakers) < K:
+        raise LvbdError(f"{set_dir}: {len(speakers)} speaker(s), a {K}-speaker mixture needs {K}")
+    mixtures, sample_rate = [], None
+    for n in range(n_mixtures):
+        rng = np.random.default_rng([seed, n])
+        chosen = [speakers[i] for i in rng.choice(len(speakers), K, replace=False)]
+        stems, length = [], None
+        for speaker in chosen:
+            order = [groups[speaker][i] for i in rng.permutation(len(groups[speaker]))]
+            parts, total, cycles = [], 0, 0
+            while length is None or total < length:
+                for path in order:
+                    wav, sample_rate = _trimmed(path, sample_rate)
+                    length = length or int(round(seconds * sample_rate))
+                    parts.append(wav)
+                    total += wav.size
+                    if total >= length:
+                        break
+                cycles += 1
+                if total == 0:
+                    raise LvbdError(f"{set_dir}: speaker {speaker} has only silent stems")
+            if cycles > 1:
+                log.debug("%s: speaker %s repeated (%d passes over its stems)", set_dir, speaker,
+                          cycles)
+            stems.append(np.concatenate(parts)[:length])
+        stems, mixture = mix_stems(np.stack(stems), random_gains_db(rng, K), LEVEL_DB)
+        mixtures.append(LongMixture(f"long{n:03d}", mixture.astype(np.float64),
+                                    stems.astype(np.float64), sample_rate, tuple(chosen)))
+    return mixtures
+
+
+def _chunked(separator, mixture: np.ndarray, sample_rate: int, size: int,
+             carry: bool) -> np.ndarray:
+    """Back-to-back segments of ``size`` samples, with or without the memory state carried."""
+    from .separate import Segment, apply_model
+
+    x = mixture[None].astype(np.float32)  # (1, L)
+    outputs, state = [], None
+    for a in range(0, x.shape[-1], size):
+        b = min(x.shape[-1], a + size)
+        out = apply_model(separator.model, x[:, a:b], sample_rate, state, separator.device,
+                          Segment(0, b - a, 0, b - a, b - a))
+        outputs.append(out.estimates[:, 0])  # (K, b - a)
+        state = out.state if carry else None
+    return np.concatenate(outputs, axis=-1).astype(np.float64)
+
+
+def separate_modes(separator, mixture: np.ndarray, sample_rate: int, chunk: float = 2.0,
+                   overlap: float = 0.25, modes=MODES) -> dict[str, np.ndarray]:
+    """{mode: estimates (K, L)} of ``separator`` (a :class:`lvbd.separate.Separator`) on
+    ``mixture`` (L,); see the module docstring for the modes."""
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise LvbdError(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
+    size = max(1, int(round(chunk * sample_rate)))
+    out = {}
+    for mode in modes:
+        if mode == "whole":
+            out[mode] = _chunked(separator, mixture, sample_rate, mixture.shape[-1], carry=False)
+        elif mode == "stream":
+            stream = separator.stream(sample_rate=sample_rate, channels=1, segment=chunk,
+                                      overlap=overlap)
+            head = stream.process(mixture[None].astype(np.float32)).numpy()
+            est = np.concatenate([head, stream.flush().numpy()], axis=-1)  # (K, 1, L + latency)
+            out[mode] = est[:, 0, stream.latency:].astype(np.float64)
+        else:
+            out[mode] = _chunked(separator, mixture, sample_rate, size, carry=mode == "memory")
+    return out
+
+
+def chunk_permutations(estimates: np.ndarray, references: np.ndarray,
+                       size: int) -> list[tuple[int, ...] | None]:
+    """Per window of ``size`` samples: the assignment (``perm[i]`` = output of reference i), or
+    None where a reference pauses (more than ``PAUSE_DB`` below the loudest)."""
+    estimates, references = np.asarray(estimates), np.asarray(references)
+    if estimates.shape != references.shape or estimates.ndim != 2:
+        raise ValueError(f"expected estimates and references (K, L) of one shape, got "
+                         f"{estimates.shape} and {references.shape}")
+    perms: list[tuple[int, ...] | None] = []
+    for a in range(0, references.shape[-1], size):
+        ref, est = references[:, a:a + size], estimates[:, a:a + size]
+        energy = np.sum((ref - ref.mean(-1, keepdims=True)) ** 2, axis=-1)
+        if energy.max() <= 0 or energy.min() < 10 ** (PAUSE_DB / 10) * energy.max():
+            perms.append(None)
+            continue
+        perms.append(tuple(int(p) for p in best_permutation(pairwise_si_sdr(est, ref))))
+    return perms
+
+
+def swap_rate(perms: list[tuple[int, ...] | None]) -> tuple[int, int]:
+    """(swaps, boundaries): consecutive defined windows compared, None windows skipped."""
+    defined = [p for p in perms if p is not None]
+    swaps = sum(a != b for a, b in zip(defined, defined[1:]))
+    return swaps, max(len(defined) - 1, 0)
+
+
+def score_long(mixture: np.ndarray, references: np.ndarray, estimates: np.ndarray,
+               sample_rate: int, chunk: float) -> dict:
+    """Swap rate over ``chunk``-second windows and whole-file SI-SDRi (one assignment)."""
+    perms = chunk_permutations(estimates, references, max(1, int(round(chunk * sample_rate))))
+    swaps, boundaries = swap_rate(perms)
+    metrics = compute_metrics(mixture, references, estimates, sample_rate, ("si_sdr",))
+    return {"swaps": swaps, "boundaries": boundaries,
+            "swap_rate": swaps / boundaries if boundaries else float("nan"),
+            "undefined_windows": sum(p is None for p in perms),
+            "si_sdri": float(metrics["mean"]["si_sdri"])}
+
+
+def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, chunk: float = 2.0,
+                       overlap: float = 0.25, n_mixtures: int = 4, seed: int = 0,
+                       modes=MODES) -> dict:
+    """Every mode on every long mixture of ``set_dir`` → summary: per mode the pooled swap rate
+    (swaps / boundaries over all mixtures), the mean SI-SDRi and the per-mixture values."""
+    mixtures = long_mixtures(set_dir, seconds, n_mixtures, seed)
+    per_mode: dict[str, list[dict]] = {mode: [] for mode in modes}
+    for mix in mixtures:
+        outputs = separate_modes(separator, mix.mixture, mix.sample_rate, chunk, overlap, modes)
+        for mode, est in outputs.items():
+            per_mode[mode].append(score_long(mix.mixture, mix.references, est, mix.sample_rate,
+                                             chunk))
+    summary = {"set_dir": str(set_dir), "seconds": seconds, "chunk": chunk, "overlap": overlap,
+               "n_mixtures": n_mixtures, "seed": seed,
+               "speakers": [list(m.speakers) for m in mixtures], "modes": {}}
+    for mode, scores in per_mode.items():
+        swaps = sum(s["swaps"] for s in scores)
+        boundaries = sum(s["boundaries"] for s in scores)
+        summary["modes"][mode] = {
+            "swaps": swaps, "boundaries": boundaries,
+            "swap_rate": swaps / boundaries if boundaries else None,
+            "si_sdri": float(np.mean([s["si_sdri"] for s in scores])),
+            "si_sdri_per_mixture": [s["si_sdri"] for s in scores]}
+    return summary
