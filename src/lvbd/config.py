@@ -53,6 +53,7 @@ class ModelConfig:
     memory_alpha: float = 0.5          # EMA factor of the memory slots
     memory_chunks: int = 1             # training: split each segment into this many chunks
     memory_tau: float = 0.1            # Sinkhorn temperature of the memory alignment
+    memory_warm_start: bool = True     # the memory's last W starts the next chunk's demixer (else cfg.init)
     decoder_hidden: int = 256
     decoder: str = "synth"             # synth (G synthesises coefficients from y_k) | mask (G(y_k) -> softmax
                                        # masks over sources on the mixture's coefficients; docs/design.md)

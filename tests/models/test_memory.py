@@ -123,6 +123,27 @@ def test_model_reorders_outputs_to_match_memory():
     torch.testing.assert_close(out2.estimates, out1.estimates.flip(1))
 
 
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_warm_start_switch(warm_start):
+    """memory_warm_start=False: a chunk separated with the memory equals the chunk separated alone
+    up to the memory's output order (only the alignment uses the state); True: the last chunk's W
+    starts the demixer, so the outputs differ beyond a permutation."""
+    torch.manual_seed(0)
+    cfg = load_config(TINY)
+    cfg.model.memory_warm_start = warm_start
+    model = build_model(cfg.model).eval()
+    x = torch.randn(1, 2400)
+    with torch.no_grad():
+        first = model(x[:, :1200])
+        carried = model(x[:, 1200:], state=first.state).estimates  # (1, K, L)
+        alone = model(x[:, 1200:]).estimates  # (1, K, L)
+    errors = [(carried - alone[:, list(p)]).abs().max().item() for p in ((0, 1), (1, 0))]
+    if warm_start:
+        assert min(errors) > 1e-3
+    else:
+        assert min(errors) < 1e-5
+
+
 def test_chunked_training_forward_keeps_length():
     torch.manual_seed(0)
     cfg = load_config(TINY)

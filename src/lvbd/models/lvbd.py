@@ -153,7 +153,8 @@ class LVBD(SeparationModel):
         B, L = x.shape
         X = self.encode(x)  # (B, N, T)
         z = self.lift(X)  # (B, M, D, T)
-        warm = state.W if (state is not None and self.memory is not None) else None
+        warm = (state.W if (state is not None and self.memory is not None and self.cfg.memory_warm_start)
+                else None)
         W = self.demix(z, warm)  # (B, D, K, M)
         mu, logvar = self.posterior(W, z)  # (B, K, D, T)
         P, new_state = None, None
