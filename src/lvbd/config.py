@@ -122,6 +122,9 @@ class DataConfig:
     speaker_fraction: float = 1.0      # training speakers kept (0 < f <= 1): a fixed seeded subset,
                                        # nested (0.1 ⊂ 0.25 ⊂ 1), the same for every train.seed
                                        # (datasets.speaker_subset)
+    engine_shares: dict[str, float] = field(default_factory=dict)  # engine -> share of the training
+                                       # sources, e.g. {asterisk: 0.25}; unnamed engines split the rest by
+                                       # utterance count ({}: every speaker by utterance count)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training items only
 
 
@@ -176,6 +179,12 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"config key '{key}' expects a string, got {value!r}")
         return value
+    if isinstance(expected, dict):
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                for k, v in value.items()):
+            raise ConfigError(f"config key '{key}' expects a mapping of names to numbers, got {value!r}")
+        return {k: float(v) for k, v in value.items()}
     if isinstance(expected, list):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"config key '{key}' expects a list of strings, got {value!r}")

@@ -197,7 +197,8 @@ def _data(cfg: Config, step: int, rank: int, world: int):
     train_set = DynamicMixDataset(d.root, d.splits_train, cfg.model.n_sources, d.segment_seconds,
                                   cfg.model.sample_rate, cfg.train.seed,
                                   cfg.train.steps * B * world, d.engines, augment=d.augment,
-                                  speaker_fraction=d.speaker_fraction)
+                                  speaker_fraction=d.speaker_fraction,
+                                  engine_shares=d.engine_shares)
     valid = list(FixedValidSet(d.root, d.valid_items, cfg.model.n_sources,
                                d.valid_segment_seconds, cfg.model.sample_rate,
                                cfg.train.seed + 10_000, d.engines))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lvbd.data.datasets import DynamicMixDataset, FixedValidSet
+from lvbd.data.datasets import DynamicMixDataset, FixedValidSet, speaker_weights
 from lvbd.data.mixing import (coloured_noise, crop_or_pad, mix_stems, random_gains_db,
                               scale_noise, NOISE_KINDS)
 from lvbd.data.synth import trim_silence
@@ -91,6 +91,36 @@ def test_dynamic_mix_speakers_gains_and_engines(fake_corpus):
     assert any("fake:spk4" in every.plan(i).speakers for i in range(200))
     with pytest.raises(LvbdError, match="speaker"):
         DynamicMixDataset(fake_corpus, "train", 5, 1.0, 8000, engines=["espeak-ng"])
+
+
+def test_engine_shares_set_how_often_an_engine_is_drawn(fake_corpus):
+    """fake_corpus: 4 espeak-ng speakers and 1 flite speaker, 3 training clips each. By utterance
+    count flite is 1/5 of the sources; engine_shares={flite: 0.6} makes it 0.6 (one source per
+    item, 4000 items: binomial SD 0.008), the espeak-ng speakers sharing the rest alike."""
+    def flite_rate(**kwargs):
+        data = DynamicMixDataset(fake_corpus, "train", 1, 1.0, 8000, seed=1, length=4000,
+                                 engines=None, **kwargs)
+        return np.mean([data.plan(i).speakers[0] == "fake:spk4" for i in range(len(data))])
+
+    assert flite_rate() == pytest.approx(0.2, abs=0.03)
+    assert flite_rate(engine_shares={}) == flite_rate()
+    assert flite_rate(engine_shares={"flite": 0.6}) == pytest.approx(0.6, abs=0.03)
+    assert flite_rate(engine_shares={"flite": 0.0}) == 0.0
+    weights = speaker_weights(np.array([3.0, 3, 6, 2]), ["a", "a", "b", "c"], {"a": 0.5})
+    np.testing.assert_allclose(weights, [0.25, 0.25, 0.5 * 6 / 8, 0.5 * 2 / 8])
+    for shares, message in [({"mbrola": 0.5}, "no speaker"), ({"flite": 1.5}, "in \\[0, 1\\]"),
+                            ({"flite": 0.7, "espeak-ng": 0.7}, "add up to")]:
+        with pytest.raises(LvbdError, match=message):
+            DynamicMixDataset(fake_corpus, "train", 2, 1.0, engines=None, engine_shares=shares)
+
+
+def test_engine_shares_config_key(tmp_path):
+    from lvbd.config import ConfigError, load_config
+
+    cfg = load_config(None, ["data.engine_shares={asterisk: 0.25, flite: 1}"])
+    assert cfg.data.engine_shares == {"asterisk": 0.25, "flite": 1.0}
+    with pytest.raises(ConfigError, match="mapping of names to numbers"):
+        load_config(None, ["data.engine_shares=[asterisk]"])
 
 
 def test_fixed_valid_set_is_deterministic_and_cached(fake_corpus):

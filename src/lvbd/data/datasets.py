@@ -49,6 +49,36 @@ def speaker_subset(speakers, fraction: float) -> list[str]:
     return sorted(speakers[i] for i in order[:max(1, round(fraction * len(speakers)))])
 
 
+def speaker_weights(counts: np.ndarray, engines: list[str], shares: dict[str, float] | None
+                    ) -> np.ndarray:
+    """Probability of drawing each speaker: ``counts`` (utterances per speaker) normalised, or
+    with ``shares`` (engine -> share of the sources, ``data.engine_shares``) the speakers of a named
+    engine split its share by utterance count and the other speakers split the rest likewise."""
+    if not shares:
+        return counts / counts.sum()
+    engines_arr = np.asarray(engines)
+    present = set(engines)
+    for engine, share in shares.items():
+        if engine not in present:
+            raise LvbdError(f"data.engine_shares names '{engine}', which has no speaker here "
+                            f"(engines: {', '.join(sorted(present))})")
+        if not 0.0 <= share <= 1.0:
+            raise LvbdError(f"data.engine_shares['{engine}'] must be in [0, 1], got {share}")
+    rest = 1.0 - sum(shares.values())
+    if rest < -1e-9:
+        raise LvbdError(f"data.engine_shares add up to {1 - rest:g} > 1")
+    weights = np.zeros_like(counts)
+    unnamed = ~np.isin(engines_arr, list(shares))
+    for engine, share in shares.items():
+        mask = engines_arr == engine
+        weights[mask] = share * counts[mask] / counts[mask].sum()
+    if unnamed.any():
+        weights[unnamed] = max(rest, 0.0) * counts[unnamed] / counts[unnamed].sum()
+    if weights.sum() <= 0:
+        raise LvbdError("data.engine_shares leave no speaker to draw")
+    return weights / weights.sum()
+
+
 @dataclass(frozen=True)
 class MixPlan:
     """What item ``index`` of a :class:`DynamicMixDataset` is made of."""
@@ -66,8 +96,9 @@ class DynamicMixDataset(Dataset):
 
     Rows come from ``root/manifest.csv`` with ``split`` and ``engine`` in ``engines``
     (``None``: every engine). Speakers are drawn in proportion to their utterance counts
-    (uniform over utterances, without repeating a speaker). ``speaker_fraction`` < 1 keeps only
-    the speakers of :func:`speaker_subset`.
+    (uniform over utterances, without repeating a speaker), or by ``engine_shares``
+    (:func:`speaker_weights`). ``speaker_fraction`` < 1 keeps only the speakers of
+    :func:`speaker_subset`.
 
     ``augment``: an :class:`AugmentConfig` (``None`` or all probabilities 0: no augmentation,
     items identical to the unaugmented ones). Its draws come from generators seeded by
@@ -79,7 +110,8 @@ class DynamicMixDataset(Dataset):
     def __init__(self, root: str | Path, split: str = "train", n_sources: int = 2,
                  segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
                  length: int = 10000, engines: list[str] | tuple[str, ...] | None = ("espeak-ng",),
-                 augment: AugmentConfig | None = None, speaker_fraction: float = 1.0):
+                 augment: AugmentConfig | None = None, speaker_fraction: float = 1.0,
+                 engine_shares: dict[str, float] | None = None):
         if n_sources < 1 or segment_seconds <= 0 or length < 0 or sample_rate <= 0:
             raise ValueError(f"need n_sources >= 1, segment_seconds > 0, length >= 0 and "
                              f"sample_rate > 0; got {n_sources}, {segment_seconds}, {length}, "
@@ -90,12 +122,14 @@ class DynamicMixDataset(Dataset):
         self.seed, self.length = seed, length
         self.engines = None if engines is None else tuple(engines)
         by_speaker: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        engine_of: dict[str, str] = {}
         for row in read_manifest(self.root):
             if row["split"] != split or (self.engines is not None
                                          and row["engine"] not in self.engines):
                 continue
             by_speaker[row["speaker"]].append((row["path"],
                                                round(row["duration"] * sample_rate)))
+            engine_of[row["speaker"]] = row["engine"]
         self.speakers = speaker_subset(by_speaker, speaker_fraction)
         if len(self.speakers) < n_sources:
             kept = f" (speaker_fraction {speaker_fraction} keeps {len(self.speakers)})" \
@@ -104,7 +138,7 @@ class DynamicMixDataset(Dataset):
                             f"{len(by_speaker)} speaker(s){kept}; {n_sources} sources need more")
         self.clips = [sorted(by_speaker[s]) for s in self.speakers]
         counts = np.array([len(c) for c in self.clips], dtype=np.float64)
-        self.weights = counts / counts.sum()
+        self.weights = speaker_weights(counts, [engine_of[s] for s in self.speakers], engine_shares)
         self.augment = None
         if augment is not None:
             augmenter = Augmenter(augment, sample_rate, self.root)
