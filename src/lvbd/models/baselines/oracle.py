@@ -20,7 +20,6 @@ The masked mixture is inverted with scipy's ``istft`` and cut to the input lengt
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import istft, stft
 
 WINDOW_SECONDS = 0.032
 MASKS = ("irm", "ibm", "psm")
@@ -34,12 +33,16 @@ def stft_size(sample_rate: int, window_seconds: float = WINDOW_SECONDS) -> tuple
 
 def _stft(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     """(..., L) → complex (..., F, T)."""
+    from scipy.signal import stft  # imported on first use: `lvbd separate` never loads scipy
+
     return stft(x, window="hann", nperseg=n_fft, noverlap=n_fft - hop_length, boundary="zeros",
                 padded=True, axis=-1)[2]
 
 
 def _istft(spec: np.ndarray, n_fft: int, hop_length: int, length: int) -> np.ndarray:
     """complex (..., F, T) → (..., length), zero-padded if the inverse comes out short."""
+    from scipy.signal import istft
+
     wav = istft(spec, window="hann", nperseg=n_fft, noverlap=n_fft - hop_length,
                 boundary=True, time_axis=-1, freq_axis=-2)[1]
     if wav.shape[-1] < length:
