@@ -278,6 +278,20 @@ def test_help_is_fast_and_imports_nothing_heavy(argv):
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"  # torch alone takes ~1.5 s
 
 
+def test_separate_loads_no_scipy(tmp_path):
+    """scipy (≈1 s to import) is loaded only where used: resampling, oracle masks, metrics.
+    Separating an 8 kHz file with the shipped model needs none of it."""
+    wav = tmp_path / "one.wav"
+    sf.write(wav, np.zeros(8000, dtype=np.float32), 8000)
+    probe = ("import sys\nfrom lvbd.cli import main\ncode = main(sys.argv[1:])\n"
+             "print('SCIPY', any(m.split('.')[0] == 'scipy' for m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", probe, "separate", str(wav), "-o",
+                           str(tmp_path / "out"), "-q"], capture_output=True, text=True, env=ENV,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "SCIPY False"
+
+
 def test_help_texts_are_written_for_users(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
