@@ -1,3 +1,4 @@
+import json
 import os
 import pickle
 
@@ -95,3 +96,20 @@ def test_export_then_separator_gives_identical_outputs(tiny_checkpoint, tmp_path
     a = Separator.from_checkpoint(tiny_checkpoint).separate(wav, 8000)
     b = Separator.from_checkpoint(shipped).separate(wav, 8000)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_export_set_changes_settings_that_keep_the_weights(tiny_checkpoint, tmp_path, capsys):
+    from lvbd.cli import main
+
+    assert main(["export", str(tiny_checkpoint), str(tmp_path / "mine"),
+                 "--set", "model.memory_warm_start=false", "--set", "model.iva_iters_test=1"]) == 0
+    cfg, state, info = load_checkpoint(tmp_path / "mine.safetensors")
+    source_cfg, source_state, _ = load_checkpoint(tiny_checkpoint)
+    assert source_cfg.model.memory_warm_start and not cfg.model.memory_warm_start
+    assert cfg.model.iva_iters_test == 1 and info["extra"]["overrides"] == [
+        "model.memory_warm_start=false", "model.iva_iters_test=1"]
+    assert all(torch.equal(state[k], source_state[k]) for k in source_state)
+    assert json.loads((tmp_path / "mine.json").read_text())["config"]["model"]["memory_warm_start"] is False
+    code = main(["export", str(tiny_checkpoint), str(tmp_path / "bad"), "--set", "model.n_filters=8"])
+    assert code != 0 and not (tmp_path / "bad.safetensors").exists()
+    assert "does not fit the weights" in capsys.readouterr().err

@@ -13,20 +13,37 @@ import logging
 from pathlib import Path
 
 from .checkpoint import load_model, save_checkpoint
-from .fileio import atomic_write
+from .config import apply_overrides
 from .errors import LvbdError
+from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
 
-def export_model(checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
-    """Write ``out.safetensors`` and ``out.json``; return the safetensors path."""
+def export_model(checkpoint: str | Path, out: str | Path, note: str = "",
+                 overrides: list[str] | None = None) -> Path:
+    """Write ``out.safetensors`` and ``out.json``; return the safetensors path.
+
+    ``overrides`` (``section.key=value``) change settings that leave the weights as they are, e.g.
+    ``model.memory_warm_start=false`` or ``model.iva_iters_test=2``; one that changes a weight's
+    shape is an error."""
+    from .models import build_model
+
     model, cfg, info = load_model(checkpoint)
     out = Path(out).with_suffix("")
     if not out.parent.is_dir():
         raise LvbdError(f"output folder {out.parent} does not exist")
+    if overrides:
+        apply_overrides(cfg, overrides)
+        state = model.state_dict()
+        model = build_model(cfg.model)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise LvbdError(f"--set {' '.join(overrides)} does not fit the weights of {checkpoint}: "
+                            f"{str(err).splitlines()[0]}") from None
     provenance = {"source": Path(checkpoint).name, "step": info["step"], **info["extra"],
-                  "note": note}
+                  "note": note, **({"overrides": list(overrides)} if overrides else {})}
     path = save_checkpoint(out.with_suffix(".safetensors"), model, cfg, info["step"],
                            extra=provenance)
     sidecar = {"config": cfg.to_dict(), "provenance": provenance,
@@ -53,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="output path without suffix, e.g. models/mine (onnx: "
                                     "OUT.onnx)")
     parser.add_argument("--note", default="", help="free text stored in the provenance")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="change a setting that keeps the weights, e.g. "
+                             "model.memory_warm_start=false (repeatable)")
     parser.add_argument("--format", default="safetensors", choices=["safetensors", "onnx"],
                         help="safetensors: weights + JSON config for lvbd; onnx: one graph "
                              "mixture (B, L) -> estimates (B, K, L) for onnxruntime "
@@ -64,6 +85,6 @@ def run(args: argparse.Namespace) -> int:
         path = export_onnx_file(args.checkpoint, args.out)
         log.info("wrote %s", path)
         return 0
-    path = export_model(args.checkpoint, args.out, args.note)
+    path = export_model(args.checkpoint, args.out, args.note, args.overrides)
     log.info("wrote %s and %s", path, path.with_suffix(".json"))
     return 0
