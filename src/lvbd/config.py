@@ -124,7 +124,8 @@ class DataConfig:
                                        # (datasets.speaker_subset)
     engine_shares: dict[str, float] = field(default_factory=dict)  # engine -> share of the training
                                        # sources, e.g. {asterisk: 0.25}; unnamed engines split the rest by
-                                       # utterance count ({}: every speaker by utterance count)
+                                       # utterance count ({}: every speaker by utterance count;
+                                       # an engine that data.engines leaves out gets no share)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training items only
 
 

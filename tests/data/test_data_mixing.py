@@ -106,6 +106,9 @@ def test_engine_shares_set_how_often_an_engine_is_drawn(fake_corpus):
     assert flite_rate(engine_shares={}) == flite_rate()
     assert flite_rate(engine_shares={"flite": 0.6}) == pytest.approx(0.6, abs=0.03)
     assert flite_rate(engine_shares={"flite": 0.0}) == 0.0
+    only_espeak = DynamicMixDataset(fake_corpus, "train", 1, 1.0, engines=["espeak-ng"],
+                                    engine_shares={"flite": 0.5})  # left out by engines: ignored
+    np.testing.assert_allclose(only_espeak.weights, 0.25)
     weights = speaker_weights(np.array([3.0, 3, 6, 2]), ["a", "a", "b", "c"], {"a": 0.5})
     np.testing.assert_allclose(weights, [0.25, 0.25, 0.5 * 6 / 8, 0.5 * 2 / 8])
     for shares, message in [({"mbrola": 0.5}, "no speaker"), ({"flite": 1.5}, "in \\[0, 1\\]"),

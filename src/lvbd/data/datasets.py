@@ -138,7 +138,9 @@ class DynamicMixDataset(Dataset):
                             f"{len(by_speaker)} speaker(s){kept}; {n_sources} sources need more")
         self.clips = [sorted(by_speaker[s]) for s in self.speakers]
         counts = np.array([len(c) for c in self.clips], dtype=np.float64)
-        self.weights = speaker_weights(counts, [engine_of[s] for s in self.speakers], engine_shares)
+        shares = {e: v for e, v in (engine_shares or {}).items()  # engines left out: no share
+                  if self.engines is None or e in self.engines}
+        self.weights = speaker_weights(counts, [engine_of[s] for s in self.speakers], shares)
         self.augment = None
         if augment is not None:
             augmenter = Augmenter(augment, sample_rate, self.root)
