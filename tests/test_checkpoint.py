@@ -112,4 +112,4 @@ def test_export_set_changes_settings_that_keep_the_weights(tiny_checkpoint, tmp_
     assert json.loads((tmp_path / "mine.json").read_text())["config"]["model"]["memory_warm_start"] is False
     code = main(["export", str(tiny_checkpoint), str(tmp_path / "bad"), "--set", "model.n_filters=8"])
     assert code != 0 and not (tmp_path / "bad.safetensors").exists()
-    assert "does not fit the weights" in capsys.readouterr().err
+    assert "do not match its config with model.n_filters=8" in capsys.readouterr().err

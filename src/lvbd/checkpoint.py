@@ -124,16 +124,22 @@ def _metadata(payload: bytes) -> dict[str, str]:
     return header.get("__metadata__", {}) or {}
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Build the model a checkpoint describes and load its weights (eval mode)."""
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               overrides: list[str] | None = None):
+    """Build the model a checkpoint describes and load its weights (eval mode); ``overrides``
+    (``section.key=value``) change its config first, e.g. inference settings."""
+    from .config import apply_overrides
     from .models import build_model
 
     cfg, state, info = load_checkpoint(path)
+    if overrides:
+        apply_overrides(cfg, overrides)
     model = build_model(cfg.model)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match its config: "
+        changed = f" with {', '.join(overrides)}" if overrides else ""
+        raise CheckpointError(f"{path}: weights do not match its config{changed}: "
                               f"{str(err).splitlines()[0]}") from None
     model.segment_seconds = inference_segment(cfg)
     return model.to(device).eval(), cfg, info

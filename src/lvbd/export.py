@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 from .checkpoint import load_model, save_checkpoint
-from .config import apply_overrides
 from .errors import LvbdError
 from .fileio import atomic_write
 
@@ -27,21 +26,10 @@ def export_model(checkpoint: str | Path, out: str | Path, note: str = "",
     ``overrides`` (``section.key=value``) change settings that leave the weights as they are, e.g.
     ``model.memory_warm_start=false`` or ``model.iva_iters_test=2``; one that changes a weight's
     shape is an error."""
-    from .models import build_model
-
-    model, cfg, info = load_model(checkpoint)
+    model, cfg, info = load_model(checkpoint, overrides=overrides)
     out = Path(out).with_suffix("")
     if not out.parent.is_dir():
         raise LvbdError(f"output folder {out.parent} does not exist")
-    if overrides:
-        apply_overrides(cfg, overrides)
-        state = model.state_dict()
-        model = build_model(cfg.model)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise LvbdError(f"--set {' '.join(overrides)} does not fit the weights of {checkpoint}: "
-                            f"{str(err).splitlines()[0]}") from None
     provenance = {"source": Path(checkpoint).name, "step": info["step"], **info["extra"],
                   "note": note, **({"overrides": list(overrides)} if overrides else {})}
     path = save_checkpoint(out.with_suffix(".safetensors"), model, cfg, info["step"],
