@@ -113,3 +113,16 @@ def test_export_set_changes_settings_that_keep_the_weights(tiny_checkpoint, tmp_
     code = main(["export", str(tiny_checkpoint), str(tmp_path / "bad"), "--set", "model.n_filters=8"])
     assert code != 0 and not (tmp_path / "bad.safetensors").exists()
     assert "do not match its config with model.n_filters=8" in capsys.readouterr().err
+
+
+def test_read_header_gives_step_and_config_without_tensors(tiny_checkpoint, tmp_path):
+    from lvbd.checkpoint import read_header
+
+    step, config = read_header(tiny_checkpoint)
+    cfg, _, info = load_checkpoint(tiny_checkpoint)
+    assert step == info["step"] and config == cfg.to_dict()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"12345678 not a header")
+    for path, message in [(bad, "corrupt or truncated"), (tmp_path / "none.safetensors", "cannot read")]:
+        with pytest.raises(CheckpointError, match=message):
+            read_header(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -100,16 +100,14 @@ def load_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], 
 
 
 def read_header(path: str | Path) -> tuple[int, dict[str, Any]]:
-    """(step, config dict) of a checkpoint from its header alone, without reading the tensors."""
+    """(step, config dict) of a checkpoint from its header alone (``safe_open`` reads no tensor)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            size = int.from_bytes(head, "little") if len(head) == 8 else 0
-            meta = _metadata(head + fh.read(size)) if 0 < size < 100_000_000 else {}
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
         return int(meta["step"]), json.loads(meta["config"])
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
-    except (KeyError, ValueError, UnicodeDecodeError):
+    except (SafetensorError, KeyError, ValueError, UnicodeDecodeError):
         raise CheckpointError(f"{path} is not a valid lvbd checkpoint (corrupt or truncated "
                               f"header)") from None
 
