@@ -60,6 +60,8 @@ class ModelConfig:
     mixture_consistency: bool = True   # project the estimates so that they add up to the input
     logvar_min: float = -8.0
     logvar_max: float = 4.0
+    talker_threshold: float = 0.0      # latent energy beyond K above which a file likely holds more than K
+                                       # talkers: one warning line (0: no check; lvbd.talkers)
 
 
 @dataclass

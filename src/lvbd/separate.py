@@ -36,6 +36,7 @@ from .assignment import hungarian
 from .checkpoint import load_model
 from .config import Config
 from .errors import LvbdError
+from .talkers import latent_tail, warn_if_more
 
 log = logging.getLogger(__name__)
 Reader = Callable[[int, int], np.ndarray]  # (start, stop) -> (C, stop - start)
@@ -63,12 +64,27 @@ class StreamResult:
     weight_sum: float = 0.0
     reorders: int = 0
     segments: int = 0
+    tail_sum: float = 0.0
+    tail_weight: float = 0.0
+    more_talkers: bool = False       # set by Separator: the file likely holds more than K talkers
 
     @property
     def confidence(self) -> np.ndarray | None:
         if self.confidence_sum is None or self.weight_sum <= 0:
             return None
         return self.confidence_sum / self.weight_sum
+
+    @property
+    def latent_tail(self) -> float | None:
+        """Energy-weighted mean over the segments of :func:`lvbd.talkers.latent_tail` (None for
+        models without an over-determined latent space, or silence)."""
+        return self.tail_sum / self.tail_weight if self.tail_weight > 0 else None
+
+    def check_talkers(self, threshold: float, what: str) -> bool:
+        """Log one warning when :attr:`latent_tail` is above ``threshold`` (> 0); sets and
+        returns :attr:`more_talkers`."""
+        self.more_talkers = warn_if_more(self.latent_tail, threshold, self.n_sources, what)
+        return self.more_talkers
 
 
 def _window(length: int) -> np.ndarray:
@@ -125,6 +141,7 @@ class SegmentOutput:
     confidence: np.ndarray | None    # (C, K)
     state: object                    # the model's memory state after this segment
     power: float                     # mean power of the segment's input
+    tail: float | None = None        # latent energy beyond K, mean over channels (lvbd.talkers)
 
 
 def apply_model(model: torch.nn.Module, x: np.ndarray, sample_rate: int, state, device: torch.device,
@@ -152,7 +169,11 @@ def apply_model(model: torch.nn.Module, x: np.ndarray, sample_rate: int, state, 
                         f"float32 range?)")
     conf = None if out.confidence is None else out.confidence.float().cpu().numpy()  # (C, K)
     power = float(np.mean(np.square(x_model, dtype=np.float64))) * scale ** 2
-    return SegmentOutput(est, conf, out.state, power)
+    tail = None
+    latents = getattr(out, "latents", ())  # models without a latent space (ONNX, baselines): none
+    if latents and latents[0].shape[1] > model.n_sources:
+        tail = float(latent_tail(out.z, model.n_sources).mean())
+    return SegmentOutput(est, conf, out.state, power, tail)
 
 
 def source_orders(est: np.ndarray, previous: np.ndarray, x: np.ndarray, first: bool) -> np.ndarray:
@@ -259,8 +280,11 @@ def run_segment(model: torch.nn.Module, x: np.ndarray, s: Segment, sample_rate: 
             if conf is not None:
                 conf[c] = conf[c, order]
     ola.add(s.start, est)
+    energy = out.power * s.size + 1e-12
+    if out.tail is not None and out.power > 0:
+        result.tail_sum += out.tail * energy
+        result.tail_weight += energy
     if conf is not None:
-        energy = out.power * s.size + 1e-12
         weighted = conf.mean(0, dtype=np.float64) * energy  # (K,)
         result.confidence_sum = (0 if result.confidence_sum is None else
                                  result.confidence_sum) + weighted
@@ -367,6 +391,7 @@ class Separator:
                                  channels, self.segment, self.overlap, self.device, result,
                                  on_progress)
         est = torch.from_numpy(np.concatenate(list(blocks), axis=-1))  # (K, C, L)
+        result.check_talkers(self.cfg.model.talker_threshold, "the input")
         est = est.to(device=device, dtype=torch.float32 if like is None else like.dtype)
         if not return_confidence:
             return est
@@ -429,6 +454,7 @@ class Separator:
                                  self.segment, self.overlap, self.device, result, on_progress)
         outputs = write_sources(out_dir, self.n_sources, fmt, sample_rate, channels, clip_mode,
                                 subtype, blocks)
+        result.check_talkers(self.cfg.model.talker_threshold, str(path))
         return outputs, result
 
 

@@ -150,6 +150,7 @@ class StreamSeparator:
             for s in plan_segments(length, self.seg, self.hop, self.margin, first=self._next):
                 self._run(s)
         self._buf = self._buf[:, :0]
+        self.result.check_talkers(self.model.cfg.talker_threshold, "the stream")
         assert self._out.shape[-1] == self.latency, (self._out.shape, self.latency)
         return self._take(self.latency)
 
