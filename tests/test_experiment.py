@@ -271,3 +271,20 @@ def test_time_per_step_at_several_k(single_thread):
         times = time_per_step(cfg, steps=2)
         assert len(times) == 2 and all(t > 0 for t in times)
     assert torch.get_num_threads() == 1
+
+
+def test_run_state_ignores_config_keys_added_later(tmp_path, monkeypatch):
+    """A finished run whose checkpoint predates a new config key (saved without it, the new
+    key at its default) is still done; a changed value is still an error."""
+    from lvbd import checkpoint, experiment
+    from lvbd.config import load_config
+
+    cfg = load_config(TINY)
+    (tmp_path / "last.safetensors").write_bytes(b"")
+    old = cfg.to_dict()
+    del old["model"]["talker_threshold"]
+    monkeypatch.setattr(checkpoint, "read_header", lambda path: (cfg.train.steps, copy.deepcopy(old)))
+    assert experiment.run_state(tmp_path, cfg) == ("done", cfg.train.steps)
+    old["model"]["n_blocks"] += 1
+    with pytest.raises(LvbdError, match="another config"):
+        experiment.run_state(tmp_path, cfg)

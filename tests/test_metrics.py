@@ -262,3 +262,71 @@ def test_pesq_at_other_rates_resamples_then_scores(speech, rate, pesq_rate, mode
     expected = pesq_direct(pesq_rate, resample_poly(ref, pesq_rate, rate),
                            resample_poly(est, pesq_rate, rate), mode)
     assert metrics.pesq(est, ref, rate) == pytest.approx(expected, abs=0.02)
+
+
+# ------------------------------------------------ mutation survivors (issue 12 item 5)
+def test_stoi_nan_paths_say_why(speech, caplog):
+    """Silent reference, and a signal pystoi cannot score (too few frames: it warns and would
+    return 1e-5): NaN with one logged reason each; bad shapes raise."""
+    ref = speech[0][:16000]
+    with caplog.at_level(logging.WARNING, logger="lvbd.metrics"):
+        assert np.isnan(metrics.stoi(ref, np.zeros_like(ref), 16000))
+        short = ref[:800]
+        assert np.isnan(metrics.stoi(short, short, 16000))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "STOI is NaN: reference is silent"
+    assert messages[1].startswith("STOI is NaN: ") and "frames" in messages[1].lower()
+    with pytest.raises(ValueError, match="stoi expects two 1-D signals"):
+        metrics.stoi(np.stack([ref, ref]), np.stack([ref, ref]), 16000)
+
+
+def test_bss_eval_zero_estimate_clamps_and_shapes():
+    """A zero estimate: SDR = SAR = −clamp, SIR NaN; a perfect one: +clamp (both ends of the
+    clamp); shapes that differ raise, and the filter length is the one asked for."""
+    rng = np.random.default_rng(8)
+    ref = _speechlike(rng, 2, 4000)
+    sdr, sir, sar = metrics.bss_eval_sources(np.stack([ref[0], np.zeros(4000)]), ref)
+    assert sdr[1] == sar[1] == -metrics.CLAMP_DB and np.isnan(sir[1])
+    sdr, _, sar = metrics.bss_eval_sources(ref, ref, clamp_db=30.0)
+    np.testing.assert_array_equal(sdr, [30.0, 30.0])
+    est = _estimates(rng, ref)
+    # a longer distortion filter projects onto a larger subspace: SDR can only grow
+    short, long = (metrics.bss_eval_sources(est, ref, filter_length=taps)[0] for taps in (4, 64))
+    assert (long > short + 0.01).all()
+    with pytest.raises(ValueError, match="same"):
+        metrics.bss_eval_sources(ref[:, :3000], ref)
+
+
+def test_bss_eval_silent_reference_is_left_out():
+    """A zero reference gives NaN for itself; the other source is scored against its own
+    reference alone, as if the silent one were not there."""
+    rng = np.random.default_rng(9)
+    ref = _speechlike(rng, 2, 4000)
+    est = _estimates(rng, ref)
+    ref_silent = np.stack([ref[0], np.zeros(4000)])
+    sdr, sir, sar = metrics.bss_eval_sources(est, ref_silent)
+    assert np.isnan(sdr[1]) and np.isnan(sir[1]) and np.isnan(sar[1])
+    alone = metrics.bss_eval_sources(est[:1], ref[:1])
+    np.testing.assert_allclose(sdr[0], alone[0][0], atol=1e-9)
+
+
+def test_silent_references_use_zero_mean_energy():
+    """A reference that is only a DC offset holds no sound: silent, however large the offset."""
+    rng = np.random.default_rng(10)
+    mix = rng.standard_normal(2000)
+    refs = np.stack([mix, np.full(2000, 0.5)])
+    np.testing.assert_array_equal(metrics.silent_references(refs, mix), [False, True])
+
+
+def test_time_offset_edges():
+    """Silence → 0; a tie between lags → the smaller |lag|; the largest lag the signal allows
+    (L − 1) when max_lag is larger."""
+    assert metrics.time_offset(np.zeros(64), np.zeros(64), 10) == 0
+    ref = np.zeros(64)
+    ref[10] = 1.0
+    est = np.zeros(64)
+    est[[17, 7]] = 1.0  # lags +7 and −3 correlate equally
+    assert metrics.time_offset(est, ref, 20) == -3
+    first, last = np.zeros(64), np.zeros(64)
+    first[0], last[63] = 1.0, 1.0
+    assert metrics.time_offset(last, first, 1000) == 63

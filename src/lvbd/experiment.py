@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, config_from_dict, load_config
 from .errors import LvbdError
 from .experiment_grid import (BUDGETS, ORACLES, SECTIONS, GridError, Plan, Run, check_parameters,
                               make_plan, needed_runs, read_grid)
@@ -73,6 +73,7 @@ def run_state(folder: Path, cfg: Config) -> tuple[str, int]:
     if not last.exists():
         return "new", 0
     step, saved = read_header(last)
+    saved = config_from_dict(saved).to_dict()  # keys added since (with their defaults) match
     want = cfg.to_dict()
     saved["train"]["steps"] = want["train"]["steps"]
     if saved != want:
