@@ -293,6 +293,10 @@ def test_bss_eval_zero_estimate_clamps_and_shapes():
     # a longer distortion filter projects onto a larger subspace: SDR can only grow
     short, long = (metrics.bss_eval_sources(est, ref, filter_length=taps)[0] for taps in (4, 64))
     assert (long > short + 0.01).all()
+    # an estimate orthogonal to its reference (one tap: no filtering) is −clamp, not −300 dB
+    orth = est - (np.einsum("kl,kl->k", est, ref) / np.einsum("kl,kl->k", ref, ref))[:, None] * ref
+    sdr, _, _ = metrics.bss_eval_sources(orth, ref, filter_length=1)
+    np.testing.assert_array_equal(sdr, [-metrics.CLAMP_DB, -metrics.CLAMP_DB])
     with pytest.raises(ValueError, match="same"):
         metrics.bss_eval_sources(ref[:, :3000], ref)
 
