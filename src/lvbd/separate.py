@@ -416,7 +416,8 @@ class Separator:
         return StreamSeparator(self.model, self.device,
                                self.sample_rate if sample_rate is None else sample_rate,
                                channels, self.segment if segment is None else segment,
-                               self.overlap if overlap is None else overlap)
+                               self.overlap if overlap is None else overlap,
+                               self.cfg.model.talker_threshold)
 
     def separate_file(self, path: str | Path, return_confidence: bool = False):
         """Read ``path`` (any format soundfile reads) → (Tensor (K, C, L), sample_rate)."""

@@ -51,13 +51,15 @@ class StreamSeparator:
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, sample_rate: int,
-                 channels: int | None, segment: float, overlap: float):
+                 channels: int | None, segment: float, overlap: float,
+                 talker_threshold: float = 0.0):
         if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise LvbdError(f"sample_rate must be a positive integer, got {sample_rate!r}")
         if channels is not None and (not isinstance(channels, (int, np.integer))
                                      or channels < 1):
             raise LvbdError(f"channels must be a positive integer, got {channels!r}")
         self.model, self.device = model, device
+        self.talker_threshold = float(talker_threshold)  # > 0: warn at flush (lvbd.talkers)
         self.sample_rate, self.channels = int(sample_rate), channels
         self.n_sources = model.n_sources
         self.seg, self.hop, self.margin = segment_lengths(self.sample_rate, model.sample_rate,
@@ -150,7 +152,7 @@ class StreamSeparator:
             for s in plan_segments(length, self.seg, self.hop, self.margin, first=self._next):
                 self._run(s)
         self._buf = self._buf[:, :0]
-        self.result.check_talkers(self.model.cfg.talker_threshold, "the stream")
+        self.result.check_talkers(self.talker_threshold, "the stream")
         assert self._out.shape[-1] == self.latency, (self._out.shape, self.latency)
         return self._take(self.latency)
 
