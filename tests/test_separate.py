@@ -7,6 +7,7 @@ import torch
 
 from lvbd.config import Config
 from lvbd.errors import LvbdError
+from lvbd.models.output import SeparationOutput
 from lvbd.separate import Separator, separate_stream
 
 
@@ -25,7 +26,7 @@ class SignModel(torch.nn.Module):
         conf = torch.tensor([[0.9, 0.1]]).expand(mixture.shape[0], 2)
         if self.swap_every and self.calls % self.swap_every == 0:
             est, conf = est.flip(1), conf.flip(1)  # a model that swaps its outputs now and then
-        return SimpleNamespace(estimates=est, confidence=conf, state=None)
+        return SeparationOutput(estimates=est, confidence=conf, state=None)
 
 
 def _separator(model, segment=0.5, overlap=0.25):

@@ -11,6 +11,7 @@ from lvbd.cli import main
 from lvbd.config import Config, load_config
 from lvbd.errors import LvbdError
 from lvbd.models import build_model
+from lvbd.models.output import SeparationOutput
 from lvbd.separate import Separator
 
 RATE = 8000
@@ -26,7 +27,7 @@ class SignModel(torch.nn.Module):
 
     def forward(self, mixture, state=None):
         self.seen.append(state)
-        return SimpleNamespace(estimates=torch.stack([mixture, -mixture], 1), confidence=None,
+        return SeparationOutput(estimates=torch.stack([mixture, -mixture], 1), confidence=None,
                                state=len(self.seen))
 
 
@@ -53,7 +54,7 @@ class TwoBandModel(torch.nn.Module):
         if self.memory and state is not None:
             back = torch.argsort(torch.abs(cent[None] - state[:, None]).argmin(0))
             est, cent = est[:, back], cent[back]
-        return SimpleNamespace(estimates=est, confidence=None, state=cent)
+        return SeparationOutput(estimates=est, confidence=None, state=cent)
 
 
 def _separator(model, segment=0.25, overlap=0.25):

@@ -34,6 +34,7 @@ import torch
 
 from .errors import LvbdError
 from .models.demixing import small_solve
+from .models.output import SeparationOutput
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ def export_onnx(model: torch.nn.Module, out: str | Path, example_seconds: float 
 class OnnxModel(torch.nn.Module):
     """An exported ``.onnx`` file run by onnxruntime, usable wherever a separation model is.
 
-    ``forward(mixture (B, L), state=None)`` → an object with ``estimates`` (B, K, L),
-    ``confidence`` None and ``state`` None (the graph has no memory: see the module docstring).
+    ``forward(mixture (B, L), state=None)`` → a ``SeparationOutput`` with ``estimates`` (B, K, L)
+    only (no confidence, latents or state: the graph has no memory, see the module docstring).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None):
@@ -174,8 +175,7 @@ class OnnxModel(torch.nn.Module):
                              f"got {tuple(mixture.shape)}")
         x = mixture.detach().to("cpu", torch.float32).numpy()
         (est,) = self.session.run(None, {"mixture": np.ascontiguousarray(x)})
-        return types.SimpleNamespace(estimates=torch.from_numpy(est).to(mixture.device),
-                                     confidence=None, state=None)
+        return SeparationOutput(torch.from_numpy(est).to(mixture.device))
 
 
 def onnx_separator(path: str | Path, segment: float | None = None, overlap: float = 0.25,

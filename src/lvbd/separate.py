@@ -66,7 +66,7 @@ class StreamResult:
     segments: int = 0
     tail_sum: float = 0.0
     tail_weight: float = 0.0
-    more_talkers: bool = False       # set by Separator: the file likely holds more than K talkers
+    more_talkers: bool = False       # set by check_talkers: likely more than K talkers
 
     @property
     def confidence(self) -> np.ndarray | None:
@@ -170,8 +170,7 @@ def apply_model(model: torch.nn.Module, x: np.ndarray, sample_rate: int, state, 
     conf = None if out.confidence is None else out.confidence.float().cpu().numpy()  # (C, K)
     power = float(np.mean(np.square(x_model, dtype=np.float64))) * scale ** 2
     tail = None
-    latents = getattr(out, "latents", ())  # models without a latent space (ONNX, baselines): none
-    if latents and latents[0].shape[1] > model.n_sources:
+    if out.latents and out.latents[0].shape[1] > model.n_sources:  # an over-determined latent space
         tail = float(latent_tail(out.z, model.n_sources).mean())
     return SegmentOutput(est, conf, out.state, power, tail)
 

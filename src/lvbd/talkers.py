@@ -9,8 +9,8 @@ beyond the K largest eigenvalues,
 
 averaged over a file's segments (weighted by their energy, like the confidence). A model stores
 its threshold as ``model.talker_threshold`` (0: no check), chosen on *validation* mixtures so
-that at most a given share of K-talker mixtures are flagged (:func:`threshold_for`,
-``benchmarks/talker_count.py --calibrate``); ``docs/design.md`` gives the measured precision and
+that at most a given share of K-talker mixtures are flagged in every validation group
+(:func:`threshold_for`, ``benchmarks/talker_count.py --false-alarm 0.1``); ``docs/design.md`` gives the measured precision and
 recall on the (K+1)-talker test sets.
 """
 from __future__ import annotations
