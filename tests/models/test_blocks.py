@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from lvbd.config import ConfigError, load_config
 from lvbd.losses import total_loss
 from lvbd.models import LVBD, ConvTasNet, build_model
-from lvbd.models.blocks import TemporalConvNet, UConvBlock, UConvNet, build_separator_net
+from lvbd.models.blocks import (ChannelwiseLayerNorm, DepthwiseConv1d, GlobalLayerNorm, PointwiseConv1d,
+                               TemporalConvNet, UConvBlock, UConvNet, build_separator_net)
 from lvbd.objective import loss_terms
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +150,58 @@ def test_uconv_network_learns_a_fixed_batch(arch):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.5, losses
+
+
+# ------------------------------------------------------------------ fast paths equal the plain layers
+def _same_layer_and_gradients(fast: torch.nn.Module, plain: torch.nn.Module, x: torch.Tensor) -> None:
+    """``fast`` (a subclass with its own forward) and ``plain`` (nn.Conv1d with the same
+    parameters) give the same output and the same gradients for the input and every parameter."""
+    plain.load_state_dict(fast.state_dict())
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = fast(xa), plain(xb)
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(ya)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-6)
+    for (name, pa), pb in zip(fast.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("B,T", [(1, 1), (3, 50)])
+def test_pointwise_conv_equals_a_1x1_conv1d(B, T):
+    torch.manual_seed(0)
+    fast = PointwiseConv1d(5, 7)
+    torch.nn.init.normal_(fast.bias)
+    _same_layer_and_gradients(fast, torch.nn.Conv1d(5, 7, 1), torch.randn(B, 5, T))
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("dilation", [1, 4, 8, 32])
+@pytest.mark.parametrize("T", [1, 9, 100])
+def test_depthwise_conv_equals_a_dilated_grouped_conv1d(kernel_size, dilation, T):
+    """Both branches (torch's convolution below SHIFT_FROM, shifted copies from it), lengths
+    shorter than the dilation included (then only the centre tap sees the signal)."""
+    torch.manual_seed(dilation + T)
+    C = 6
+    fast = DepthwiseConv1d(C, kernel_size, dilation)
+    torch.nn.init.normal_(fast.bias)
+    plain = torch.nn.Conv1d(C, C, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2,
+                            groups=C)
+    _same_layer_and_gradients(fast, plain, torch.randn(2, C, T))
+
+
+@pytest.mark.parametrize("norm,dims", [(GlobalLayerNorm, (1, 2)), (ChannelwiseLayerNorm, (1,))])
+def test_layer_norms_equal_their_float64_closed_form(norm, dims):
+    """weight·(x − mean)/√(var + eps) + bias with the population variance over ``dims``,
+    computed in float64; inputs with a large offset (a naive E[x²] − E[x]² would lose it)."""
+    torch.manual_seed(1)
+    layer = norm(4)
+    torch.nn.init.normal_(layer.weight)
+    torch.nn.init.normal_(layer.bias)
+    x = 3.0 * torch.randn(2, 4, 33) + 100.0
+    x64 = x.double()
+    mean = x64.mean(dim=dims, keepdim=True)
+    var = x64.var(dim=dims, keepdim=True, correction=0)
+    expected = layer.weight.double() * (x64 - mean) / torch.sqrt(var + layer.eps) + layer.bias.double()
+    torch.testing.assert_close(layer(x).double(), expected, rtol=1e-4, atol=1e-4)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..config import ConfigError
 
 __all__ = ["SeparationModel", "check_inputs", "normalise_mixture", "project_to_mixture", "GlobalLayerNorm",
-           "ChannelwiseLayerNorm", "make_norm", "ConvBlock", "TemporalConvNet", "UConvBlock", "UConvNet",
+           "ChannelwiseLayerNorm", "PointwiseConv1d", "DepthwiseConv1d", "make_norm", "ConvBlock", "TemporalConvNet", "UConvBlock", "UConvNet",
            "build_separator_net"]
 
 STD_EPS = 1e-8
@@ -97,14 +97,53 @@ class GlobalLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         mean = self._mean(x)
-        var = self._mean((x - mean).pow(2))
-        return self.weight * (x - mean) / torch.sqrt(var + self.eps) + self.bias
+        centred = x - mean
+        var = self._mean(centred * centred)
+        # weight·(x − mean)/√(var + eps) + bias with the scale folded into one small tensor first:
+        # two passes over (B, C, T) instead of five (the lifting network ran 1.2× faster, docs/streaming.md "Speed")
+        return torch.addcmul(self.bias, centred, self.weight * torch.rsqrt(var + self.eps))
 
 
 class ChannelwiseLayerNorm(GlobalLayerNorm):
     """cLN: normalise over channels per frame (causal-compatible), per-channel affine. (B, C, T)."""
 
     dims = (1,)
+
+
+class PointwiseConv1d(nn.Conv1d):
+    """A 1×1 Conv1d (same parameters and result) computed as one batched matrix product, which
+    the CPU runs ≈1.5× faster than torch's convolution path. (B, C_in, T) -> (B, C_out, T)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight[:, :, 0].expand(x.shape[0], -1, -1)  # (B, C_out, C_in)
+        return torch.baddbmm(self.bias[:, None], weight, x)
+
+
+class DepthwiseConv1d(nn.Conv1d):
+    """A depthwise, dilated, same-length Conv1d (odd kernel). At dilation >= 8 torch's
+    convolution is ≈2× slower on the CPU than the sum of its kernel_size shifted copies, each
+    scaled per channel; that sum is what runs there (same parameters and result). (B, C, T)."""
+
+    SHIFT_FROM = 8   # dilations below this run torch's convolution (faster there)
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int):
+        super().__init__(channels, channels, kernel_size, dilation=dilation,
+                         padding=dilation * (kernel_size - 1) // 2, groups=channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.dilation[0]
+        if d < self.SHIFT_FROM:
+            return super().forward(x)
+        T = x.shape[-1]
+        padded = F.pad(x, (self.padding[0], self.padding[0]))  # (B, C, T + 2·pad)
+        taps = self.weight[:, 0]  # (C, kernel_size)
+        y = torch.addcmul(self.bias[:, None], padded[..., :T], taps[:, :1])  # (B, C, T)
+        for k in range(1, self.kernel_size[0]):
+            y = torch.addcmul(y, padded[..., k * d:k * d + T], taps[:, k:k + 1])
+        return y
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
@@ -125,16 +164,15 @@ class ConvBlock(nn.Module):
                  residual: bool = True):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Conv1d(io_channels, hidden, 1),
+            PointwiseConv1d(io_channels, hidden),
             nn.PReLU(),
             make_norm(norm, hidden),
-            nn.Conv1d(hidden, hidden, kernel_size, dilation=dilation,
-                      padding=dilation * (kernel_size - 1) // 2, groups=hidden),
+            DepthwiseConv1d(hidden, kernel_size, dilation),
             nn.PReLU(),
             make_norm(norm, hidden),
         )
-        self.res_out = nn.Conv1d(hidden, io_channels, 1) if residual else None
-        self.skip_out = nn.Conv1d(hidden, io_channels, 1)
+        self.res_out = PointwiseConv1d(hidden, io_channels) if residual else None
+        self.skip_out = PointwiseConv1d(hidden, io_channels)
 
     def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
         """x (B, bottleneck, T) -> (residual or None, skip), both (B, bottleneck, T)."""
@@ -152,14 +190,14 @@ class TemporalConvNet(nn.Module):
         if kernel_size % 2 != 1:
             raise ValueError(f"TemporalConvNet: kernel_size must be odd (same-length output), got {kernel_size}")
         self.input_norm = make_norm(norm, in_channels)
-        self.bottleneck = nn.Conv1d(in_channels, bottleneck, 1)
+        self.bottleneck = PointwiseConv1d(in_channels, bottleneck)
         n_total = n_repeats * n_blocks
         self.blocks = nn.ModuleList(
             ConvBlock(bottleneck, hidden, kernel_size, dilation=2 ** (i % n_blocks), norm=norm,
                       residual=i < n_total - 1)
             for i in range(n_total)
         )
-        self.output = nn.Sequential(nn.PReLU(), nn.Conv1d(bottleneck, out_channels, 1))
+        self.output = nn.Sequential(nn.PReLU(), PointwiseConv1d(bottleneck, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.bottleneck(self.input_norm(x))  # (B, bottleneck, T)
@@ -228,10 +266,10 @@ class UConvNet(nn.Module):
                  n_blocks: int = 8, depth: int = 4, kernel_size: int = 5, norm: str = "gLN"):
         super().__init__()
         self.input_norm = make_norm(norm, in_channels)
-        self.bottleneck = nn.Conv1d(in_channels, bottleneck, 1)
+        self.bottleneck = PointwiseConv1d(in_channels, bottleneck)
         self.blocks = nn.Sequential(*(UConvBlock(bottleneck, hidden, depth, kernel_size, norm)
                                       for _ in range(n_blocks)))
-        self.output = nn.Sequential(nn.PReLU(), nn.Conv1d(bottleneck, out_channels, 1))
+        self.output = nn.Sequential(nn.PReLU(), PointwiseConv1d(bottleneck, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.bottleneck(self.input_norm(x))  # (B, bottleneck, T)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .blocks import PointwiseConv1d
 from .demixing import apply_demixing
 
 __all__ = ["PosteriorHead", "SourceDecoder", "gaussian_posterior", "reparameterise", "synthesise"]
@@ -63,7 +64,8 @@ class SourceDecoder(nn.Module):
 
     def __init__(self, block_size: int, hidden: int, n_filters: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv1d(block_size, hidden, 1), nn.PReLU(), nn.Conv1d(hidden, n_filters, 1))
+        self.net = nn.Sequential(PointwiseConv1d(block_size, hidden), nn.PReLU(),
+                                 PointwiseConv1d(hidden, n_filters))
 
     def forward(self, y: Tensor) -> Tensor:
         B, K, D, T = y.shape
