@@ -1,7 +1,7 @@
 """Long-form separation quality (issues 13 and 14): does source k stay on output k over a long file?
 
 :func:`long_mixtures` builds K-speaker mixtures of ``seconds`` (≥ 30 s by default) from one test
-set: for each of K speakers, that speaker's stems in the set (the ``source_k_speaker`` columns of
+set (:func:`mixtures_from_speakers` from any {speaker: clips}, e.g. the validation split): for each of K speakers, that speaker's stems in the set (the ``source_k_speaker`` columns of
 its ``metadata.csv``; without them, source column k counts as one speaker), in a seeded order,
 each trimmed of its leading and trailing silence, concatenated (cycled when the speaker has too
 little) and cut to length; mixed by :func:`lvbd.data.mixing.mix_stems` (relative gains within
@@ -84,12 +84,21 @@ def _trimmed(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
 def long_mixtures(set_dir: str | Path, seconds: float = 30.0, n_mixtures: int = 4,
                   seed: int = 0) -> list[LongMixture]:
     """``n_mixtures`` K-speaker mixtures of ``seconds`` built from the stems of one test set."""
+    groups, K = _speaker_stems(Path(set_dir))
+    return mixtures_from_speakers(groups, K, seconds, n_mixtures, seed, str(set_dir))
+
+
+def mixtures_from_speakers(groups: dict[str, list[Path]], n_sources: int, seconds: float = 30.0,
+                           n_mixtures: int = 4, seed: int = 0, where: str = "speakers"
+                           ) -> list[LongMixture]:
+    """``n_mixtures`` mixtures of ``n_sources`` distinct speakers of ``groups`` ({speaker: audio
+    paths}), each speaker's clips trimmed and concatenated in a seeded order to ``seconds``."""
     if seconds <= 0 or n_mixtures < 1:
         raise LvbdError(f"need seconds > 0 and n_mixtures >= 1, got {seconds} and {n_mixtures}")
-    groups, K = _speaker_stems(Path(set_dir))
+    K = n_sources
     speakers = sorted(groups)
     if len(speakers) < K:
-        raise LvbdError(f"{set_dir}: {len(speakers)} speaker(s), a {K}-speaker mixture needs {K}")
+        raise LvbdError(f"{where}: {len(speakers)} speaker(s), a {K}-speaker mixture needs {K}")
     mixtures, sample_rate = [], None
     for n in range(n_mixtures):
         rng = np.random.default_rng([seed, n])
@@ -108,9 +117,9 @@ def long_mixtures(set_dir: str | Path, seconds: float = 30.0, n_mixtures: int = 
                         break
                 cycles += 1
                 if total == 0:
-                    raise LvbdError(f"{set_dir}: speaker {speaker} has only silent stems")
+                    raise LvbdError(f"{where}: speaker {speaker} has only silent stems")
             if cycles > 1:
-                log.debug("%s: speaker %s repeated (%d passes over its stems)", set_dir, speaker,
+                log.debug("%s: speaker %s repeated (%d passes over its stems)", where, speaker,
                           cycles)
             stems.append(np.concatenate(parts)[:length])
         stems, mixture = mix_stems(np.stack(stems), random_gains_db(rng, K), LEVEL_DB)
