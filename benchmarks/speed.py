@@ -8,7 +8,8 @@ Rows (every figure a median over ``--repeats`` interleaved runs, order alternati
   10-minute 8 kHz file: the shipped model, the Conv-TasNet-style baseline of equal size
   (``configs/default.yaml`` with ``model.arch=convtasnet``, random weights: speed only), and
   ``lvbd separate --stream`` (0.5 s segments, one thread: the real-time-on-one-core goal);
-* start-up: ``lvbd --help`` and ``lvbd separate`` of a 1-second file;
+* start-up: ``lvbd --help`` and ``lvbd separate`` of a 1-second file, beside a bare
+  ``python -c "import torch"`` (the floor for any process that runs a torch model);
 * in-process model time on ``--peer-seconds`` of audio: the two lvbd models, onnxruntime on the
   exported shipped model (when onnx + onnxruntime are installed; export time and parity
   printed), asteroid's ConvTasNet and SpeechBrain's SepFormer (built without weights, only when
@@ -207,6 +208,8 @@ def main() -> None:
         one = tmp / "one_second.wav"
         write_long_file(one, 1 / 60)
         starts = interleaved({
+            # the floor of any start-up that imports torch (lvbd separate must, to run a model)
+            "import torch": lambda: timed_process([sys.executable, "-c", "import torch"]),
             "lvbd --help": lambda: timed_process(py + ["--help"]),
             "separate 1 s": lambda: timed_process(py + ["separate", str(one), "-o",
                                                         str(tmp / "o1"), "-q", "--force"])},

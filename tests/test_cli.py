@@ -302,7 +302,7 @@ def test_help_texts_are_written_for_users(capsys):
     with pytest.raises(SystemExit):
         main(["separate", "--help"])
     text = capsys.readouterr().out
-    assert "(default: 0.25)" in text and "(default: auto)" in text
+    assert "(default: 1 s, at most 0.25)" in " ".join(text.split()) and "(default: auto)" in text
     assert "-n NAME|PATH, --name NAME|PATH, --model NAME|PATH" in " ".join(text.split())
     assert "-d {auto,cpu,cuda}, --device {auto,cpu,cuda}" in text and "--int24" in text
     parser = get_parser()

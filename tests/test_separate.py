@@ -161,3 +161,19 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     assert scope["est"].shape[0] == 2
     assert sorted(p.name for p in (tmp_path / "separated" / "default" / "mix").iterdir()
                   if not p.name.startswith(".")) == ["source1.wav", "source2.wav"]
+
+
+def test_default_overlap_is_one_second_at_most_a_quarter():
+    """Separator(overlap=None): 1 s of a long segment, a quarter of a short one; an explicit
+    overlap is kept; a stream with a segment of its own sizes its own default overlap."""
+    from lvbd.separate import default_overlap
+
+    assert default_overlap(8.0) == pytest.approx(0.125)
+    assert default_overlap(4.0) == pytest.approx(0.25)
+    assert default_overlap(0.5) == pytest.approx(0.25)
+    assert _separator(SignModel(), segment=8.0, overlap=None).overlap == pytest.approx(0.125)
+    assert _separator(SignModel(), segment=8.0, overlap=0.5).overlap == 0.5
+    long = _separator(SignModel(), segment=8.0, overlap=None)
+    assert long.stream(segment=0.5).hop == 3000       # 0.25 of 4000 samples overlap
+    assert long.stream().hop == 56000                  # 7 s: the separator's own 1 s overlap
+    assert _separator(SignModel(), segment=8.0, overlap=0.5).stream(segment=0.5).hop == 2000

@@ -73,9 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the CPU")
     parser.add_argument("--segment", type=float, default=None, metavar="SECONDS",
                         help="long files are separated in pieces of this length (default: "
-                             "twice the model's training segment, 8 s for the shipped model)")
-    parser.add_argument("--overlap", type=float, default=0.25, metavar="FRACTION",
-                        help="how much neighbouring pieces overlap, in [0, 1)")
+                             "the model's own, 8 s for the shipped model)")
+    parser.add_argument("--overlap", type=float, default=None, metavar="FRACTION",
+                        help="how much neighbouring pieces overlap, in [0, 1) (default: 1 s, "
+                             "at most 0.25)")
     parser.add_argument("--clip-mode", default="rescale", choices=CLIP_MODES,
                         help="outputs that would exceed full scale: rescale all sources of the "
                              "file together, clamp each sample, or none (writes float WAV)")
@@ -261,7 +262,7 @@ def _write_record(track: Path, path: Path, model: dict) -> None:
 
 
 # --------------------------------------------------------------------------- separating
-def load_separator(model: str, device: str, segment: float | None, overlap: float):
+def load_separator(model: str, device: str, segment: float | None, overlap: float | None):
     from .separate import Separator
 
     try:

@@ -106,6 +106,16 @@ class Segment:
     done: int
 
 
+OVERLAP_SECONDS = 1.0   # default overlap of neighbouring segments, at most a quarter of a segment
+
+
+def default_overlap(segment: float) -> float:
+    """The default overlap (a fraction) for ``segment`` seconds: 1 s, at most 0.25 of the segment
+    (docs/design.md "Inference on long files": quality on validation is flat in both, and a
+    smaller share of overlap is less compute)."""
+    return min(0.25, OVERLAP_SECONDS / segment) if segment > 0 else 0.25
+
+
 def segment_lengths(sample_rate: int, model_rate: int, segment: float, overlap: float
                     ) -> tuple[int, int, int]:
     """(segment, hop, resampling margin) in samples at the input rate; LvbdError on bad values."""
@@ -330,16 +340,18 @@ class Separator:
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: str | None = None,
-                 segment: float | None = None, overlap: float = 0.25, name: str = "model"):
+                 segment: float | None = None, overlap: float | None = None, name: str = "model"):
         if device is None:
             first = next(iter(model.parameters()), None)
             device = "cpu" if first is None else first.device
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.cfg, self.name = cfg, name
-        # default: the model's own (twice its training segment for a loaded checkpoint)
+        # default: the model's own (4x its training segment for a loaded checkpoint)
         self.segment = float(segment if segment is not None else model.segment_seconds)
-        self.overlap = float(overlap)
+        # default: 1 s (at most a quarter of the segment); kept apart so stream() can size its own
+        self.default_overlap = overlap is None
+        self.overlap = float(default_overlap(self.segment) if overlap is None else overlap)
 
     @property
     def n_sources(self) -> int:
@@ -406,17 +418,20 @@ class Separator:
         ``process(block)`` takes ``(L,)`` or ``(C, L)`` samples at ``sample_rate`` (default: the
         model's) and returns ``(K, C, L)``: the separation delayed by exactly
         ``.latency`` samples (zeros before that), ``flush()`` the last ``.latency`` samples.
-        ``segment`` and ``overlap`` (default: this separator's) set the latency: one segment
+        ``segment`` and ``overlap`` (default: this separator's; with a ``segment`` of its own and
+        no overlap given anywhere, :func:`default_overlap` of that segment) set the latency: one segment
         (plus the resampling margin at other rates) minus one sample. After dropping the first
         ``.latency`` samples the output equals :meth:`separate` with the same segmenting.
         """
         from .stream import StreamSeparator
 
+        if overlap is None:
+            overlap = (default_overlap(segment) if segment is not None and self.default_overlap
+                       else self.overlap)
         return StreamSeparator(self.model, self.device,
                                self.sample_rate if sample_rate is None else sample_rate,
                                channels, self.segment if segment is None else segment,
-                               self.overlap if overlap is None else overlap,
-                               self.cfg.model.talker_threshold)
+                               overlap, self.cfg.model.talker_threshold)
 
     def separate_file(self, path: str | Path, return_confidence: bool = False):
         """Read ``path`` (any format soundfile reads) → (Tensor (K, C, L), sample_rate)."""
