@@ -350,7 +350,7 @@ class Separator:
         # default: the model's own (4x its training segment for a loaded checkpoint)
         self.segment = float(segment if segment is not None else model.segment_seconds)
         # default: 1 s (at most a quarter of the segment); kept apart so stream() can size its own
-        self.default_overlap = overlap is None
+        self._overlap_is_default = overlap is None
         self.overlap = float(default_overlap(self.segment) if overlap is None else overlap)
 
     @property
@@ -426,7 +426,7 @@ class Separator:
         from .stream import StreamSeparator
 
         if overlap is None:
-            overlap = (default_overlap(segment) if segment is not None and self.default_overlap
+            overlap = (default_overlap(segment) if segment is not None and self._overlap_is_default
                        else self.overlap)
         return StreamSeparator(self.model, self.device,
                                self.sample_rate if sample_rate is None else sample_rate,
