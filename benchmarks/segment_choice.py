@@ -18,7 +18,6 @@ interleaved per mixture) and the share of input seconds the model runs on (segme
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 import time
@@ -32,11 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def split_speakers(data: Path, split: str) -> dict[str, list[Path]]:
     """{speaker: clip paths} of one split of ``data/manifest.csv``."""
+    from lvbd.data.corpus import read_manifest
+
     groups: dict[str, list[Path]] = defaultdict(list)
-    with open(data / "manifest.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["split"] == split:
-                groups[row["speaker"]].append(data / row["path"])
+    for row in read_manifest(data):
+        if row["split"] == split:
+            groups[row["speaker"]].append(data / row["path"])
     return {s: sorted(v) for s, v in sorted(groups.items())}
 
 

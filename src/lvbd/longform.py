@@ -1,7 +1,8 @@
 """Long-form separation quality (issues 13 and 14): does source k stay on output k over a long file?
 
 :func:`long_mixtures` builds K-speaker mixtures of ``seconds`` (≥ 30 s by default) from one test
-set (:func:`mixtures_from_speakers` from any {speaker: clips}, e.g. the validation split): for each of K speakers, that speaker's stems in the set (the ``source_k_speaker`` columns of
+set (:func:`mixtures_from_speakers` from any {speaker: clips}, e.g. the validation split): for
+each of K speakers, that speaker's stems in the set (the ``source_k_speaker`` columns of
 its ``metadata.csv``; without them, source column k counts as one speaker), in a seeded order,
 each trimmed of its leading and trailing silence, concatenated (cycled when the speaker has too
 little) and cut to length; mixed by :func:`lvbd.data.mixing.mix_stems` (relative gains within
@@ -95,8 +96,7 @@ def mixtures_from_speakers(groups: dict[str, list[Path]], n_sources: int, second
     paths}), each speaker's clips trimmed and concatenated in a seeded order to ``seconds``."""
     if seconds <= 0 or n_mixtures < 1:
         raise LvbdError(f"need seconds > 0 and n_mixtures >= 1, got {seconds} and {n_mixtures}")
-    K = n_sources
-    speakers = sorted(groups)
+    K, speakers = n_sources, sorted(groups)
     if len(speakers) < K:
         raise LvbdError(f"{where}: {len(speakers)} speaker(s), a {K}-speaker mixture needs {K}")
     mixtures, sample_rate = [], None

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from ..config import ConfigError
 
 __all__ = ["SeparationModel", "check_inputs", "normalise_mixture", "project_to_mixture", "GlobalLayerNorm",
-           "ChannelwiseLayerNorm", "PointwiseConv1d", "DepthwiseConv1d", "make_norm", "ConvBlock", "TemporalConvNet", "UConvBlock", "UConvNet",
+           "ChannelwiseLayerNorm", "PointwiseConv1d", "DepthwiseConv1d", "make_norm", "ConvBlock",
+           "TemporalConvNet", "UConvBlock", "UConvNet",
            "build_separator_net"]
 
 STD_EPS = 1e-8
@@ -100,7 +101,7 @@ class GlobalLayerNorm(nn.Module):
         centred = x - mean
         var = self._mean(centred * centred)
         # weight·(x − mean)/√(var + eps) + bias with the scale folded into one small tensor first:
-        # two passes over (B, C, T) instead of five (the lifting network ran 1.2× faster, docs/streaming.md "Speed")
+        # two passes over (B, C, T) instead of five (docs/design.md "Inference speed on the CPU")
         return torch.addcmul(self.bias, centred, self.weight * torch.rsqrt(var + self.eps))
 
 
