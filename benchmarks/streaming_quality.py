@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--chunk", type=float, default=2.0, help="segment / chunk seconds")
     parser.add_argument("--overlap", type=float, default=0.25, help="overlap of the stream")
+    parser.add_argument("--context", type=float, default=0.0,
+                        help="seconds of past input the stream shows the model before each "
+                             "segment (low latency: --chunk 0.1 --overlap 0 --context 2)")
+    parser.add_argument("--window", type=float, default=None,
+                        help="seconds per window of the swap count (default: --chunk)")
+    parser.add_argument("--modes", default="whole,stream,memory,independent",
+                        help="comma-separated modes of lvbd.longform")
     parser.add_argument("--mixtures", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -49,16 +56,21 @@ def main(argv: list[str] | None = None) -> int:
         if not sets:
             raise LvbdError(f"{args.set} holds no {separator.n_sources}-speaker set")
         summary = evaluate_long_form(separator, sets[0], args.seconds, args.chunk, args.overlap,
-                                     args.mixtures, args.seed)
+                                     args.mixtures, args.seed, tuple(args.modes.split(",")),
+                                     args.context, args.window)
     except LvbdError as err:
         sys.stderr.write(f"streaming_quality: error: {err}\n")
         return 1
     print(f"{args.model} on {sets[0]}: {args.mixtures} mixtures of {args.seconds:g} s, "
-          f"{args.chunk:g} s chunks (stream overlap {args.overlap:g})")
-    print(f"{'mode':<12} {'swap rate':>10} {'swaps':>12} {'SI-SDRi dB':>11}")
+          f"{args.chunk:g} s chunks (stream overlap {args.overlap:g}, context {args.context:g} s; "
+          f"swaps over {summary['window']:g} s windows)")
+    print(f"{'mode':<12} {'swap rate':>10} {'swaps':>12} {'decided':>8} {'swaps':>12} "
+          f"{'SI-SDRi dB':>11}")
     for mode, m in summary["modes"].items():
         rate = "-" if m["swap_rate"] is None else f"{m['swap_rate']:.3f}"
-        print(f"{mode:<12} {rate:>10} {m['swaps']:>5}/{m['boundaries']:<6} {m['si_sdri']:>11.2f}")
+        d_rate = "-" if m["decided_swap_rate"] is None else f"{m['decided_swap_rate']:.3f}"
+        print(f"{mode:<12} {rate:>10} {m['swaps']:>5}/{m['boundaries']:<6} {d_rate:>8} "
+              f"{m['decided_swaps']:>5}/{m['decided_boundaries']:<6} {m['si_sdri']:>11.2f}")
     whole, stream = summary["modes"]["whole"]["si_sdri"], summary["modes"]["stream"]["si_sdri"]
     ratio = f"{stream / whole:.3f}" if whole > 0 else "- (offline SI-SDRi <= 0)"
     print(f"stream / whole SI-SDRi: {ratio}")

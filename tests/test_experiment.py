@@ -204,7 +204,7 @@ def test_swap_rate_of_constructed_chunk_orders():
             est[:, c * size:(c + 1) * size] = refs[::-1, c * size:(c + 1) * size]
     est += 0.05 * rng.standard_normal(est.shape)
     assert swap_rate(chunk_permutations(refs, refs, size)) == (0, n - 1)
-    perms = chunk_permutations(est, refs, size)
+    perms = perms_full = chunk_permutations(est, refs, size)
     assert perms == [(1, 0) if s else (0, 1) for s in order]
     assert swap_rate(perms) == (3, 9)
     paused = refs.copy()
@@ -216,6 +216,15 @@ def test_swap_rate_of_constructed_chunk_orders():
     assert perfect["swap_rate"] == 0 and perfect["si_sdri"] > 90
     swapped = score_long(mixture, refs, est, 8000, size / 8000)
     assert swapped["swap_rate"] == pytest.approx(3 / 9) and swapped["si_sdri"] < 5
+    assert swapped["decided_swap_rate"] == pytest.approx(3 / 9)  # every window is clear-cut
+    # a window where both outputs hold the same blend says nothing about the order: it counts
+    # for the plain rate, and is skipped (like a pause) once a margin is asked for
+    blend = est.copy()
+    blend[:, 4 * size:5 * size] = 0.5 * mixture[4 * size:5 * size]
+    assert chunk_permutations(blend, refs, size)[4] is not None
+    decided = chunk_permutations(blend, refs, size, margin_db=3.0)
+    assert decided[4] is None and decided[:4] == perms_full[:4] and decided[5:] == perms_full[5:]
+    assert swap_rate(decided) == (3, 8)  # windows 3 and 5 are compared across it
 
 
 def test_long_mixtures_and_modes(test_root, tiny_checkpoint, single_thread):

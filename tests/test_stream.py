@@ -1,5 +1,6 @@
 """Streaming (lvbd.stream): equal to offline chunked separation, fixed latency, order kept."""
 import io
+import logging
 from types import SimpleNamespace
 
 import numpy as np
@@ -173,6 +174,49 @@ def test_without_memory_the_order_is_lost():
     assert min(np.abs(corr)) < 0.5
 
 
+def test_context_keeps_the_order_without_memory_at_segment_latency():
+    """Low latency: 0.1 s segments without overlap, each run with 0.5 s of past input before
+    it. The memory-less model above swaps its outputs at random; the re-separated context,
+    matched to what is already out, puts them back, and the latency stays one segment."""
+    t = np.arange(3 * RATE) / RATE
+    low = np.sin(2 * np.pi * 300 * t)
+    wav = (low + 0.5 * np.sin(2 * np.pi * 2500 * t)).astype(np.float32)
+    model = TwoBandModel(memory=False)
+    sep = _separator(model, segment=0.1, overlap=0.0)
+    stream = sep.stream(context=0.5)
+    assert stream.latency == 799  # 0.1 s - 1 sample: the context adds nothing
+    out = _run(stream, wav, 160)[..., stream.latency:][0, 0].numpy()
+    assert model.swaps >= 5 and stream.result.reorders >= 5  # swapped, and put back
+    corr = [np.corrcoef(out[a:a + 800], low[a:a + 800])[0, 1] for a in range(0, 23200, 800)]
+    assert min(np.abs(corr)) > 0.9
+    assert stream.result.segments == 30
+
+
+@pytest.mark.parametrize("rate,block", [(RATE, 1), (RATE, 777), (16000, 1000)])
+def test_stream_with_context_equals_offline(tiny_lvbd, rate, block):
+    """Context, like segment and overlap, is part of the plan: streamed = offline, and the
+    context does change what the model computes (its receptive field reaches into it)."""
+    wav = np.random.default_rng(3).standard_normal(rate).astype(np.float32)
+    kwargs = dict(segment=0.1, overlap=0.0, context=0.3)
+    offline = Separator(tiny_lvbd.model, tiny_lvbd.cfg, **kwargs).separate(wav, rate)
+    stream = tiny_lvbd.stream(sample_rate=rate, **kwargs)
+    out = _run(stream, wav, block)[..., stream.latency:]
+    torch.testing.assert_close(out, offline, atol=1e-6, rtol=0)
+    plain = Separator(tiny_lvbd.model, tiny_lvbd.cfg, segment=0.1, overlap=0.0).separate(wav, rate)
+    assert (plain - offline).abs().max() > 1e-3
+    if rate == RATE:  # what a user hears: the outputs still add up to the input
+        assert np.abs(offline.sum(0)[0].numpy() - wav).max() < 1e-4 * np.abs(wav).max()
+
+
+def test_bad_context_is_a_one_line_error():
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(LvbdError, match="context") as err:
+            _separator(SignModel()).stream(context=bad)
+        assert "\n" not in str(err.value)
+        with pytest.raises(LvbdError, match="context"):
+            Separator(SignModel(), _separator(SignModel()).cfg, segment=0.25, context=bad)
+
+
 @pytest.mark.parametrize("bad,match", [
     (np.zeros((2, 2, 5)), "shape"),
     (np.array([np.nan, 1.0]), "NaN"),
@@ -231,3 +275,28 @@ def test_cli_stream_errors_are_one_line(tmp_path, mix_wav, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "not a PCM WAV stream" in err and "Traceback" not in err
     assert not (tmp_path / "o" / "default" / "stdin").exists()  # nothing left behind
+
+
+def test_cli_low_latency_stream_equals_offline_and_states_its_latency(tmp_path, mix_wav, capsys,
+                                                                       caplog):
+    """``--low-latency``: 0.1 s segments seen with past context; streamed = offline with the
+    same flags, the summary states 99.9 ms, explicit flags win over the preset."""
+    args = ["separate", "--low-latency", "-o"]
+    assert main(args + [str(tmp_path / "off"), "-q", str(mix_wav)]) == 0
+    with caplog.at_level(logging.INFO, logger="lvbd"):
+        assert main(args + [str(tmp_path / "on"), "--stream", str(mix_wav)]) == 0
+    assert "latency 99.9 ms" in caplog.text
+    plain = ["separate", "-q", "--segment", "0.1", "--overlap", "0", "-o", str(tmp_path / "p")]
+    assert main(plain + [str(mix_wav)]) == 0
+    capsys.readouterr()
+    for k in (1, 2):
+        off, _ = sf.read(tmp_path / "off" / "default" / "mix" / f"source{k}.wav")
+        on, _ = sf.read(tmp_path / "on" / "default" / "mix" / f"source{k}.wav")
+        no_context, _ = sf.read(tmp_path / "p" / "default" / "mix" / f"source{k}.wav")
+        np.testing.assert_array_equal(on, off)
+        assert np.abs(no_context - off).max() > 1e-3  # the context is used
+    assert main(["separate", "-q", "--context", "-1", "-o", str(tmp_path / "bad"),
+                 str(mix_wav)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lvbd: error: --context: context must be") and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()

@@ -52,7 +52,8 @@ examples:
   lvbd separate talk.wav                       # separated/default/talk/source{1,2}.wav
   lvbd separate in/ -o out -n runs/x/best.safetensors --flac --int24
   lvbd separate 'calls/**/*.ogg' -j 2 -q
-  arecord -f S16_LE -r 8000 | lvbd separate --stream --segment 0.5 -   # live, 0.5 s latency"""
+  arecord -f S16_LE -r 8000 | lvbd separate --stream --segment 0.5 -   # live, 0.5 s latency
+  arecord -f S16_LE -r 8000 | lvbd separate --stream --low-latency -   # live, 99.9 ms latency"""
 _OUTPUT = re.compile(r"^source\d+\.\w+$")
 
 
@@ -77,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=float, default=None, metavar="FRACTION",
                         help="how much neighbouring pieces overlap, in [0, 1) (default: 1 s, "
                              "at most 0.25)")
+    parser.add_argument("--context", type=float, default=None, metavar="SECONDS",
+                        help="seconds of past input the model also sees before each piece; it "
+                             "adds compute, not latency (default: 0)")
+    parser.add_argument("--low-latency", action="store_true",
+                        help="pieces of 0.1 s without overlap, each seen with 2 s of past "
+                             "input: with --stream, 99.9 ms latency at the model's rate "
+                             "(explicit --segment/--overlap/--context win; docs/streaming.md)")
     parser.add_argument("--clip-mode", default="rescale", choices=CLIP_MODES,
                         help="outputs that would exceed full scale: rescale all sources of the "
                              "file together, clamp each sample, or none (writes float WAV)")
@@ -262,11 +270,36 @@ def _write_record(track: Path, path: Path, model: dict) -> None:
 
 
 # --------------------------------------------------------------------------- separating
-def load_separator(model: str, device: str, segment: float | None, overlap: float | None):
+def chunking(args: argparse.Namespace) -> tuple[float | None, float | None, float]:
+    """(segment, overlap, context) from the flags: ``--low-latency`` fills what is not given;
+    LvbdError naming the flag on a bad value."""
+    from .separate import LOW_LATENCY, context_length, segment_lengths
+
+    segment, overlap, context = args.segment, args.overlap, args.context
+    if getattr(args, "low_latency", False):
+        segment = LOW_LATENCY["segment"] if segment is None else segment
+        overlap = LOW_LATENCY["overlap"] if overlap is None else overlap
+        context = LOW_LATENCY["context"] if context is None else context
+    context = 0.0 if context is None else context
+    checks = {"--segment": (segment, lambda v: segment_lengths(1, 1, v, 0.0)),
+              "--overlap": (overlap, lambda v: segment_lengths(1, 1, 1.0, v)),
+              "--context": (context, lambda v: context_length(1, v))}
+    for flag, (value, check) in checks.items():
+        if value is not None:
+            try:
+                check(value)
+            except LvbdError as err:
+                raise LvbdError(f"{flag}: {err}") from None
+    return segment, overlap, context
+
+
+def load_separator(model: str, device: str, segment: float | None, overlap: float | None,
+                   context: float = 0.0):
     from .separate import Separator
 
     try:
-        return Separator.load(model, device=device, segment=segment, overlap=overlap)
+        return Separator.load(model, device=device, segment=segment, overlap=overlap,
+                              context=context)
     except LvbdError as err:
         raise LvbdError(f"--model: {err}") from None
 
@@ -343,11 +376,11 @@ def _stream_one(sep, job: Job, fmt: str, clip_mode: str, bits: str | None,
         f"{live.latency_seconds * 1000:.1f} ms)")
 
 
-def _init_worker(model, device, segment, overlap, threads):
+def _init_worker(model, device, chunks, threads):
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER["sep"] = load_separator(model, device, segment, overlap)
+    _WORKER["sep"] = load_separator(model, device, *chunks)
 
 
 def _attempt(sep, job: Job, options: tuple, progress: bool) -> tuple[str, str]:
@@ -388,8 +421,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_out(out)
     name, model_path, model_sha = model_identity(args.model)
+    chunks = chunking(args)
     if model_path is None:
-        load_separator(args.model, args.device, args.segment, args.overlap)  # the error
+        load_separator(args.model, args.device, *chunks)  # the error
     model = {"model": name, "model_file": str(model_path.resolve()), "model_sha256": model_sha}
     planned = plan_jobs(inputs, out / name, model_sha, args.force)
     if stdin:
@@ -405,8 +439,7 @@ def run(args: argparse.Namespace) -> int:
                 results.append(("failed", item))
                 _report(*results[-1], quiet)
         if args.jobs == 1 or len(jobs) <= 1 or stream:  # --stream: one at a time (stdin)
-            sep = load_separator(args.model, args.device, args.segment, args.overlap) \
-                if jobs else None
+            sep = load_separator(args.model, args.device, *chunks) if jobs else None
             progress = show_progress(quiet)
             for job in jobs:
                 results.append(_attempt(sep, job, options, progress))
@@ -415,11 +448,10 @@ def run(args: argparse.Namespace) -> int:
             import torch
             from concurrent.futures import ProcessPoolExecutor
 
-            load_separator(args.model, args.device, args.segment, args.overlap)  # fail fast
+            load_separator(args.model, args.device, *chunks)  # fail fast
             threads = max(1, torch.get_num_threads() // args.jobs)
             with ProcessPoolExecutor(args.jobs, initializer=_init_worker,
-                                     initargs=(args.model, args.device, args.segment,
-                                               args.overlap, threads)) as pool:
+                                     initargs=(args.model, args.device, chunks, threads)) as pool:
                 for res in pool.map(_work, [(job, options) for job in jobs]):
                     results.append(res)
                     _report(*res, quiet)

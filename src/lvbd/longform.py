@@ -26,6 +26,7 @@ separation.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("whole", "stream", "memory", "independent")
 PAUSE_DB = -20.0       # a reference this far below the loudest one in a window: the window is undefined
+DECIDED_DB = 3.0       # a window's assignment counts as decided when it beats every other by this much
 TRIM_RELATIVE = 0.01   # leading/trailing samples below 1 % of a stem's peak are cut
 LEVEL_DB = -25.0
 
@@ -145,9 +147,11 @@ def _chunked(separator, mixture: np.ndarray, sample_rate: int, size: int,
 
 
 def separate_modes(separator, mixture: np.ndarray, sample_rate: int, chunk: float = 2.0,
-                   overlap: float = 0.25, modes=MODES) -> dict[str, np.ndarray]:
+                   overlap: float = 0.25, modes=MODES, context: float = 0.0
+                   ) -> dict[str, np.ndarray]:
     """{mode: estimates (K, L)} of ``separator`` (a :class:`lvbd.separate.Separator`) on
-    ``mixture`` (L,); see the module docstring for the modes."""
+    ``mixture`` (L,); see the module docstring for the modes (``context``: seconds of past input
+    the stream shows the model before each segment)."""
     unknown = set(modes) - set(MODES)
     if unknown:
         raise LvbdError(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
@@ -158,7 +162,7 @@ def separate_modes(separator, mixture: np.ndarray, sample_rate: int, chunk: floa
             out[mode] = _chunked(separator, mixture, sample_rate, mixture.shape[-1], carry=False)
         elif mode == "stream":
             stream = separator.stream(sample_rate=sample_rate, channels=1, segment=chunk,
-                                      overlap=overlap)
+                                      overlap=overlap, context=context)
             head = stream.process(mixture[None].astype(np.float32)).numpy()
             est = np.concatenate([head, stream.flush().numpy()], axis=-1)  # (K, 1, L + latency)
             out[mode] = est[:, 0, stream.latency:].astype(np.float64)
@@ -168,9 +172,11 @@ def separate_modes(separator, mixture: np.ndarray, sample_rate: int, chunk: floa
 
 
 def chunk_permutations(estimates: np.ndarray, references: np.ndarray,
-                       size: int) -> list[tuple[int, ...] | None]:
+                       size: int, margin_db: float = 0.0) -> list[tuple[int, ...] | None]:
     """Per window of ``size`` samples: the assignment (``perm[i]`` = output of reference i), or
-    None where a reference pauses (more than ``PAUSE_DB`` below the loudest)."""
+    None where a reference pauses (more than ``PAUSE_DB`` below the loudest) or where the best
+    assignment's mean SI-SDR is less than ``margin_db`` above every other assignment's (the
+    window does not say which output holds which source)."""
     estimates, references = np.asarray(estimates), np.asarray(references)
     if estimates.shape != references.shape or estimates.ndim != 2:
         raise ValueError(f"expected estimates and references (K, L) of one shape, got "
@@ -182,7 +188,16 @@ def chunk_permutations(estimates: np.ndarray, references: np.ndarray,
         if energy.max() <= 0 or energy.min() < 10 ** (PAUSE_DB / 10) * energy.max():
             perms.append(None)
             continue
-        perms.append(tuple(int(p) for p in best_permutation(pairwise_si_sdr(est, ref))))
+        score = pairwise_si_sdr(est, ref)  # (K, K): [i, j] = SI-SDR of output j for reference i
+        best = tuple(int(p) for p in best_permutation(score))
+        if margin_db > 0:
+            rows = np.arange(len(best))
+            values = {p: score[rows, list(p)].mean() for p in itertools.permutations(rows)}
+            runner_up = max(v for p, v in values.items() if p != best)
+            if values[best] - runner_up < margin_db:
+                perms.append(None)
+                continue
+        perms.append(best)
     return perms
 
 
@@ -194,38 +209,51 @@ def swap_rate(perms: list[tuple[int, ...] | None]) -> tuple[int, int]:
 
 
 def score_long(mixture: np.ndarray, references: np.ndarray, estimates: np.ndarray,
-               sample_rate: int, chunk: float) -> dict:
-    """Swap rate over ``chunk``-second windows and whole-file SI-SDRi (one assignment)."""
-    perms = chunk_permutations(estimates, references, max(1, int(round(chunk * sample_rate))))
+               sample_rate: int, chunk: float, margin_db: float = DECIDED_DB) -> dict:
+    """Swap rate over ``chunk``-second windows and whole-file SI-SDRi (one assignment); the
+    ``decided_*`` figures count only windows whose assignment wins by ``margin_db``."""
+    size = max(1, int(round(chunk * sample_rate)))
+    perms = chunk_permutations(estimates, references, size)
     swaps, boundaries = swap_rate(perms)
+    decided = chunk_permutations(estimates, references, size, margin_db)
+    d_swaps, d_boundaries = swap_rate(decided)
     metrics = compute_metrics(mixture, references, estimates, sample_rate, ("si_sdr",))
     return {"swaps": swaps, "boundaries": boundaries,
             "swap_rate": swaps / boundaries if boundaries else float("nan"),
             "undefined_windows": sum(p is None for p in perms),
+            "decided_swaps": d_swaps, "decided_boundaries": d_boundaries,
+            "decided_swap_rate": d_swaps / d_boundaries if d_boundaries else float("nan"),
             "si_sdri": float(metrics["mean"]["si_sdri"])}
 
 
 def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, chunk: float = 2.0,
                        overlap: float = 0.25, n_mixtures: int = 4, seed: int = 0,
-                       modes=MODES) -> dict:
+                       modes=MODES, context: float = 0.0, window: float | None = None) -> dict:
     """Every mode on every long mixture of ``set_dir`` → summary: per mode the pooled swap rate
-    (swaps / boundaries over all mixtures), the mean SI-SDRi and the per-mixture values."""
+    (swaps / boundaries over all mixtures), the mean SI-SDRi and the per-mixture values.
+    Swaps are counted over ``window``-second windows (default: ``chunk``)."""
     mixtures = long_mixtures(set_dir, seconds, n_mixtures, seed)
     per_mode: dict[str, list[dict]] = {mode: [] for mode in modes}
     for mix in mixtures:
-        outputs = separate_modes(separator, mix.mixture, mix.sample_rate, chunk, overlap, modes)
+        outputs = separate_modes(separator, mix.mixture, mix.sample_rate, chunk, overlap, modes,
+                                 context)
         for mode, est in outputs.items():
             per_mode[mode].append(score_long(mix.mixture, mix.references, est, mix.sample_rate,
-                                             chunk))
+                                             window or chunk))
     summary = {"set_dir": str(set_dir), "seconds": seconds, "chunk": chunk, "overlap": overlap,
+               "context": context, "window": window or chunk,
                "n_mixtures": n_mixtures, "seed": seed,
                "speakers": [list(m.speakers) for m in mixtures], "modes": {}}
     for mode, scores in per_mode.items():
         swaps = sum(s["swaps"] for s in scores)
         boundaries = sum(s["boundaries"] for s in scores)
+        d_swaps = sum(s["decided_swaps"] for s in scores)
+        d_boundaries = sum(s["decided_boundaries"] for s in scores)
         summary["modes"][mode] = {
             "swaps": swaps, "boundaries": boundaries,
             "swap_rate": swaps / boundaries if boundaries else None,
+            "decided_swaps": d_swaps, "decided_boundaries": d_boundaries,
+            "decided_swap_rate": d_swaps / d_boundaries if d_boundaries else None,
             "si_sdri": float(np.mean([s["si_sdri"] for s in scores])),
             "si_sdri_per_mixture": [s["si_sdri"] for s in scores]}
     return summary

@@ -97,16 +97,21 @@ def _window(length: int) -> np.ndarray:
 class Segment:
     """One step of the chunker: output samples ``start .. start + size`` are computed from the
     input read at ``lo .. hi`` (with a margin for the resampling filter); after it, every sample
-    before ``done`` is final."""
+    before ``done`` is final. With ``context`` > 0 the model also sees the ``context`` samples
+    before ``start`` (already final output); their re-separation only keeps the source order."""
 
     start: int
     size: int
     lo: int
     hi: int
     done: int
+    context: int = 0
 
 
 OVERLAP_SECONDS = 1.0   # default overlap of neighbouring segments, at most a quarter of a segment
+# `lvbd separate --low-latency`: 0.1 s segments (latency 99.9 ms at the model rate), no overlap,
+# 2 s of past input before each; chosen on validation (docs/streaming.md "Low latency")
+LOW_LATENCY = {"segment": 0.1, "overlap": 0.0, "context": 2.0}
 
 
 def default_overlap(segment: float) -> float:
@@ -129,16 +134,27 @@ def segment_lengths(sample_rate: int, model_rate: int, segment: float, overlap: 
     return seg, hop, margin
 
 
-def plan_segments(length: int, seg: int, hop: int, margin: int, first: int = 0
-                  ) -> Iterator[Segment]:
-    """Segments of ``seg`` samples every ``hop`` samples covering ``length`` (>= 1) samples;
-    ``first`` (a multiple of ``hop`` below ``length``) resumes the plan at that segment."""
+def context_length(sample_rate: int, context: float) -> int:
+    """``context`` seconds (>= 0) of past input shown to the model before each segment, in
+    samples at the input rate; LvbdError on bad values."""
+    if not context >= 0.0 or not np.isfinite(context):
+        raise LvbdError(f"context must be a finite number of seconds >= 0, got {context}")
+    return int(round(context * sample_rate))
+
+
+def plan_segments(length: int, seg: int, hop: int, margin: int, first: int = 0,
+                  context: int = 0) -> Iterator[Segment]:
+    """Segments of ``seg`` samples every ``hop`` samples covering ``length`` (>= 1) samples, each
+    read with up to ``context`` samples before it; ``first`` (a multiple of ``hop`` below
+    ``length``) resumes the plan at that segment."""
     start = first
     while True:
         size = min(seg, length - start)
         nxt = start + hop
         done = length if nxt >= length else nxt
-        yield Segment(start, size, max(0, start - margin), min(length, start + size + margin), done)
+        ctx = min(context, start)
+        yield Segment(start, size, max(0, start - ctx - margin),
+                      min(length, start + size + margin), done, ctx)
         if done >= length:
             return
         start = nxt
@@ -147,7 +163,7 @@ def plan_segments(length: int, seg: int, hop: int, margin: int, first: int = 0
 # ------------------------------------------------------------------ layer 2: the model on one segment
 @dataclass
 class SegmentOutput:
-    estimates: np.ndarray            # (K, C, size) float32 at the input rate and level
+    estimates: np.ndarray            # (K, C, context + size) float32 at the input rate and level
     confidence: np.ndarray | None    # (C, K)
     state: object                    # the model's memory state after this segment
     power: float                     # mean power of the segment's input
@@ -158,7 +174,7 @@ def apply_model(model: torch.nn.Module, x: np.ndarray, sample_rate: int, state, 
                 segment: Segment) -> SegmentOutput:
     """Run ``model`` on the read block ``x`` (C, hi - lo) with the memory ``state`` of the previous
     segment: peak-normalise, resample to the model rate, separate, resample back, crop to the
-    segment and restore the level."""
+    segment (and its ``context`` before it) and restore the level."""
     # the model is scale-equivariant: feed it peak-normalised audio so that levels near the
     # float32 limits (huge or denormal) neither overflow nor drown in its epsilon
     peak = float(np.max(np.abs(x), initial=0.0))
@@ -169,7 +185,7 @@ def apply_model(model: torch.nn.Module, x: np.ndarray, sample_rate: int, state, 
         out = model(torch.from_numpy(x_model).to(device), state=state)
     est = out.estimates.float().cpu().numpy().transpose(1, 0, 2)  # (K, C, l_model)
     a = segment.start - segment.lo
-    est = audio.resample(est, model_rate, sample_rate)[..., a:a + segment.size]
+    est = audio.resample(est, model_rate, sample_rate)[..., a - segment.context:a + segment.size]
     with np.errstate(over="ignore"):  # silence in, exact silence out (no model epsilon)
         est = np.ascontiguousarray(est * scale if peak > 0.0 else 0 * est,
                                    dtype=np.float32)  # (K, C, n)
@@ -218,13 +234,22 @@ def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
 # ------------------------------------------------------------------ layer 3: overlap-add
 class OverlapAdd:
     """Triangular-window-weighted sums of overlapping segments, normalised by the summed weights;
-    buffers of ``seg + hop`` samples whatever the input length."""
+    buffers of ``seg + hop`` samples whatever the input length, plus the last ``keep`` finished
+    samples (:meth:`past`, for segments read with context)."""
 
-    def __init__(self, n_sources: int, channels: int, seg: int, hop: int):
+    def __init__(self, n_sources: int, channels: int, seg: int, hop: int, keep: int = 0):
         self.seg, self.window = seg, _window(seg)
         self.acc = np.zeros((n_sources, channels, seg + hop), dtype=np.float64)
         self.wsum = np.zeros(seg + hop, dtype=np.float64)
         self.flushed = 0  # samples handed on so far
+        self.keep = keep
+        self._past = np.zeros((n_sources, channels, 0), dtype=np.float32)
+
+    def past(self, n: int) -> np.ndarray:
+        """The last ``n`` (<= keep) finished samples, (K, C, n)."""
+        if n > self._past.shape[-1]:
+            raise ValueError(f"{n} past samples asked, {self._past.shape[-1]} kept")
+        return self._past[..., self._past.shape[-1] - n:]
 
     def overlap(self, start: int, size: int) -> np.ndarray:
         """The current (normalised) output where earlier segments reach into ``start ..``: (K, C, ov)."""
@@ -247,6 +272,9 @@ class OverlapAdd:
         self.acc = np.concatenate([self.acc[..., k:], np.zeros_like(self.acc[..., :k])], axis=-1)
         self.wsum = np.concatenate([self.wsum[k:], np.zeros_like(self.wsum[:k])])
         self.flushed = done
+        if self.keep:
+            past = np.concatenate([self._past, block], axis=-1)
+            self._past = past[..., max(0, past.shape[-1] - self.keep):]
         return block
 
 
@@ -255,15 +283,17 @@ def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_ra
                     channels: int, segment: float, overlap: float, device: torch.device,
                     result: StreamResult | None = None,
                     on_progress: Callable[[int], None] | None = None,
-                    ) -> Iterator[np.ndarray]:
+                    context: float = 0.0) -> Iterator[np.ndarray]:
     """Yield finished output blocks ``(K, C, n)`` in order, covering ``length`` input samples:
-    plan the segments, run the model on each with the memory of the previous one, keep the source
-    order, overlap-add, hand on what is finished."""
+    plan the segments, run the model on each (with ``context`` seconds of input before it) and
+    the memory of the previous one, keep the source order, overlap-add, hand on what is
+    finished."""
     n_sources = model.n_sources
     seg, hop, margin = segment_lengths(sample_rate, model.sample_rate, segment, overlap)
+    ctx = context_length(sample_rate, context)
     result = result or StreamResult(n_sources)
-    ola, state = OverlapAdd(n_sources, channels, seg, hop), None
-    for s in plan_segments(length, seg, hop, margin):
+    ola, state = OverlapAdd(n_sources, channels, seg, hop, keep=ctx), None
+    for s in plan_segments(length, seg, hop, margin, context=ctx):
         block, state = run_segment(model, read(s.lo, s.hi), s, sample_rate, state, device, ola,
                                    result)
         yield block
@@ -280,15 +310,18 @@ def run_segment(model: torch.nn.Module, x: np.ndarray, s: Segment, sample_rate: 
     :func:`separate_stream` (whole files) and :class:`lvbd.stream.StreamSeparator` (live blocks)."""
     n_sources = model.n_sources
     out = apply_model(model, x, sample_rate, state, device, s)
-    est, conf = out.estimates, out.confidence
-    orders = source_orders(est, ola.overlap(s.start, s.size), x, first=s.start == 0)
+    est, conf = out.estimates, out.confidence  # est (K, C, context + size)
+    # the order that matches what is already out: the final output under the context, then the
+    # pending overlap-add sum under the segment's start
+    previous = np.concatenate([ola.past(s.context), ola.overlap(s.start, s.size)], axis=-1)
+    orders = source_orders(est, previous, x, first=s.start == 0)
     for c, order in enumerate(orders):
         if (order != np.arange(n_sources)).any():
             result.reorders += 1
             est[:, c] = est[order, c]
             if conf is not None:
                 conf[c] = conf[c, order]
-    ola.add(s.start, est)
+    ola.add(s.start, est[..., s.context:])
     energy = out.power * s.size + 1e-12
     if out.tail is not None and out.power > 0:
         result.tail_sum += out.tail * energy
@@ -340,7 +373,8 @@ class Separator:
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: str | None = None,
-                 segment: float | None = None, overlap: float | None = None, name: str = "model"):
+                 segment: float | None = None, overlap: float | None = None, name: str = "model",
+                 context: float = 0.0):
         if device is None:
             first = next(iter(model.parameters()), None)
             device = "cpu" if first is None else first.device
@@ -352,6 +386,9 @@ class Separator:
         # default: 1 s (at most a quarter of the segment); kept apart so stream() can size its own
         self._overlap_is_default = overlap is None
         self.overlap = float(default_overlap(self.segment) if overlap is None else overlap)
+        # seconds of past input the model sees before each segment (short segments: low latency)
+        self.context = float(context)
+        context_length(self.sample_rate, self.context)  # LvbdError on a bad value
 
     @property
     def n_sources(self) -> int:
@@ -400,7 +437,7 @@ class Separator:
         result = StreamResult(self.n_sources)
         blocks = separate_stream(self.model, lambda a, b: wav[:, a:b], length, int(sample_rate),
                                  channels, self.segment, self.overlap, self.device, result,
-                                 on_progress)
+                                 on_progress, self.context)
         est = torch.from_numpy(np.concatenate(list(blocks), axis=-1))  # (K, C, L)
         result.check_talkers(self.cfg.model.talker_threshold, "the input")
         est = est.to(device=device, dtype=torch.float32 if like is None else like.dtype)
@@ -412,7 +449,8 @@ class Separator:
         return est, conf
 
     def stream(self, sample_rate: int | None = None, channels: int | None = None,
-               segment: float | None = None, overlap: float | None = None):
+               segment: float | None = None, overlap: float | None = None,
+               context: float | None = None):
         """A :class:`lvbd.stream.StreamSeparator` for live input, block by block.
 
         ``process(block)`` takes ``(L,)`` or ``(C, L)`` samples at ``sample_rate`` (default: the
@@ -420,8 +458,11 @@ class Separator:
         ``.latency`` samples (zeros before that), ``flush()`` the last ``.latency`` samples.
         ``segment`` and ``overlap`` (default: this separator's; with a ``segment`` of its own and
         no overlap given anywhere, :func:`default_overlap` of that segment) set the latency: one segment
-        (plus the resampling margin at other rates) minus one sample. After dropping the first
-        ``.latency`` samples the output equals :meth:`separate` with the same segmenting.
+        (plus the resampling margin at other rates) minus one sample. ``context`` (default: this
+        separator's) seconds of past input are shown to the model before each segment: with
+        short segments (e.g. ``segment=0.1, overlap=0, context=2``) the latency stays at the
+        segment while the model sees more (docs/streaming.md "Low latency"). After dropping the
+        first ``.latency`` samples the output equals :meth:`separate` with the same segmenting.
         """
         from .stream import StreamSeparator
 
@@ -431,7 +472,8 @@ class Separator:
         return StreamSeparator(self.model, self.device,
                                self.sample_rate if sample_rate is None else sample_rate,
                                channels, self.segment if segment is None else segment,
-                               overlap, self.cfg.model.talker_threshold)
+                               overlap, self.cfg.model.talker_threshold,
+                               self.context if context is None else context)
 
     def separate_file(self, path: str | Path, return_confidence: bool = False):
         """Read ``path`` (any format soundfile reads) → (Tensor (K, C, L), sample_rate)."""
@@ -466,7 +508,8 @@ class Separator:
         reader = _FileReader(path, int(block_seconds * sample_rate))
         result = StreamResult(self.n_sources)
         blocks = separate_stream(self.model, reader.read, length, sample_rate, channels,
-                                 self.segment, self.overlap, self.device, result, on_progress)
+                                 self.segment, self.overlap, self.device, result, on_progress,
+                                 self.context)
         outputs = write_sources(out_dir, self.n_sources, fmt, sample_rate, channels, clip_mode,
                                 subtype, blocks)
         result.check_talkers(self.cfg.model.talker_threshold, str(path))

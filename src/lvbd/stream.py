@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from .errors import LvbdError
-from .separate import (OverlapAdd, Segment, StreamResult, _as_array, plan_segments, run_segment,
-                       segment_lengths)
+from .separate import (OverlapAdd, Segment, StreamResult, _as_array, context_length,
+                       plan_segments, run_segment, segment_lengths)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class StreamSeparator:
 
     def __init__(self, model: torch.nn.Module, device: torch.device, sample_rate: int,
                  channels: int | None, segment: float, overlap: float,
-                 talker_threshold: float = 0.0):
+                 talker_threshold: float = 0.0, context: float = 0.0):
         if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise LvbdError(f"sample_rate must be a positive integer, got {sample_rate!r}")
         if channels is not None and (not isinstance(channels, (int, np.integer))
@@ -64,6 +64,7 @@ class StreamSeparator:
         self.n_sources = model.n_sources
         self.seg, self.hop, self.margin = segment_lengths(self.sample_rate, model.sample_rate,
                                                           segment, overlap)
+        self.context = context_length(self.sample_rate, context)  # samples shown before each segment
         self.latency = self.seg + self.margin - 1
         self.result = StreamResult(self.n_sources)
         self._ola: OverlapAdd | None = None
@@ -91,7 +92,7 @@ class StreamSeparator:
             raise LvbdError(f"block has {channels} channels, the stream has {self.channels}")
         if self._ola is None:
             C = self.channels
-            self._ola = OverlapAdd(self.n_sources, C, self.seg, self.hop)
+            self._ola = OverlapAdd(self.n_sources, C, self.seg, self.hop, keep=self.context)
             self._buf = np.zeros((C, 0), dtype=np.float32)
             # the fixed delay: `latency` zeros ahead of the first separated sample
             self._out = np.zeros((self.n_sources, C, self.latency), dtype=np.float32)
@@ -113,7 +114,8 @@ class StreamSeparator:
         self._out = np.concatenate([self._out, block], axis=-1)
 
     def _drop_input(self) -> None:
-        keep = max(0, self._next - self.margin) - self._buf_start  # input before it is done with
+        # input before the next segment's context and margin is done with
+        keep = max(0, self._next - self.context - self.margin) - self._buf_start
         if keep > 0:
             self._buf = self._buf[:, keep:]
             self._buf_start += keep
@@ -133,8 +135,9 @@ class StreamSeparator:
         # a full segment (and its resampling margin) is here: the offline plan runs it alike
         while self._received >= self._next + self.seg + self.margin:
             s = self._next
-            self._run(Segment(s, self.seg, max(0, s - self.margin), s + self.seg + self.margin,
-                              s + self.hop))
+            ctx = min(self.context, s)
+            self._run(Segment(s, self.seg, max(0, s - ctx - self.margin),
+                              s + self.seg + self.margin, s + self.hop, ctx))
             self._next = s + self.hop
             self._drop_input()
         assert self._out.shape[-1] >= n, "the delay line ran dry"
@@ -149,7 +152,8 @@ class StreamSeparator:
         self._closed = True
         length = self._received
         if self._next < length:
-            for s in plan_segments(length, self.seg, self.hop, self.margin, first=self._next):
+            for s in plan_segments(length, self.seg, self.hop, self.margin, first=self._next,
+                                   context=self.context):
                 self._run(s)
         self._buf = self._buf[:, :0]
         self.result.check_talkers(self.talker_threshold, "the stream")
