@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", type=float, default=0.25, help="overlap of the stream")
     parser.add_argument("--context", type=float, default=0.0,
                         help="seconds of past input the stream shows the model before each "
-                             "segment (low latency: --chunk 0.1 --overlap 0 --context 2)")
+                             "segment (low latency: --chunk 0.1 --overlap 0 --context 1)")
     parser.add_argument("--window", type=float, default=None,
                         help="seconds per window of the swap count (default: --chunk)")
     parser.add_argument("--modes", default="whole,stream,memory,independent",
