@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         d_rate = "-" if m["decided_swap_rate"] is None else f"{m['decided_swap_rate']:.3f}"
         print(f"{mode:<12} {rate:>10} {m['swaps']:>5}/{m['boundaries']:<6} {d_rate:>8} "
               f"{m['decided_swaps']:>5}/{m['decided_boundaries']:<6} {m['si_sdri']:>11.2f}")
-    whole, stream = summary["modes"]["whole"]["si_sdri"], summary["modes"]["stream"]["si_sdri"]
-    ratio = f"{stream / whole:.3f}" if whole > 0 else "- (offline SI-SDRi <= 0)"
-    print(f"stream / whole SI-SDRi: {ratio}")
+    if {"whole", "stream"} <= set(summary["modes"]):
+        whole, stream = summary["modes"]["whole"]["si_sdri"], summary["modes"]["stream"]["si_sdri"]
+        ratio = f"{stream / whole:.3f}" if whole > 0 else "- (offline SI-SDRi <= 0)"
+        print(f"stream / whole SI-SDRi: {ratio} (difference {stream - whole:+.2f} dB)")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")
     return 0
