@@ -99,7 +99,8 @@ MODULES = {
         # ONNX round trips of the same file)
         "tests/test_export_onnx.py::test_small_solve_equals_linalg_solve",
         "tests/test_export_onnx.py::test_small_solve_pivots",
-        "tests/test_export_onnx.py::test_demixing_solve_uses_small_solve_only_under_export")),
+        "tests/test_export_onnx.py::test_demixing_solve_uses_small_solve_only_under_export",
+        "tests/test_export_onnx.py::test_small_solve_follows_lhs_dtype_and_device")),
     "separate": ("src/lvbd/separate.py", ("tests/test_separate.py", "tests/test_robustness.py",
                                           "tests/test_shipped_model.py")),
     "cli_separate": ("src/lvbd/cli_separate.py", ("tests/test_cli.py",

@@ -32,6 +32,19 @@ def test_small_solve_pivots():
     torch.testing.assert_close(small_solve(A, B), torch.linalg.solve(A, B))
 
 
+def test_small_solve_follows_lhs_dtype_and_device():
+    """B is cast to A's dtype and device, and the pivot indices are made on A's device: on 'meta' (shapes
+    only; a CPU tensor mixed in raises) the result stays there."""
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(2, 3, 3, generator=g) + 3 * torch.eye(3)  # float32
+    B = torch.randn(2, 3, 2, generator=g, dtype=torch.float64)
+    X = small_solve(A, B)
+    assert X.dtype == torch.float32
+    torch.testing.assert_close(X, torch.linalg.solve(A, B.float()))
+    X = small_solve(A.to("meta"), B.to("meta"))
+    assert (X.shape, X.device.type, X.dtype) == ((2, 3, 2), "meta", torch.float32)
+
+
 def test_demixing_solve_uses_small_solve_only_under_export(monkeypatch):
     g = torch.Generator().manual_seed(0)
     A = torch.randn(4, 3, 3, generator=g, dtype=torch.float64) + 3 * torch.eye(3)
