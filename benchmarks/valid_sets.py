@@ -1,0 +1,96 @@
+"""Validation SI-SDRi of checkpoints on fixed validation sets, side by side (issue 9).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/valid_sets.py CKPT [CKPT ...]
+        [--iva-iters 1 2 3] [--pairs]
+
+Sets (all from the corpus' ``valid`` split: held-out utterances of training speakers, never a
+test set):
+
+- ``valid``: the checkpoint's own training validation set (``data.valid_items`` mixtures of
+  ``data.engines``, seed ``train.seed + 10000``: the figure that picked ``best.safetensors``);
+- ``valid-all``: 96 mixtures of any two speakers of every engine (seed 7);
+- ``valid-real``: 96 mixtures of two real Asterisk speakers (seed 7).
+
+``--iva-iters`` scores each checkpoint with ``model.iva_iters_test`` set to each value (LVBD
+only). ``--pairs`` also prints the mean SI-SDRi per speaker pair and per kind of pair (real +
+real, half of the sources real, synthetic + synthetic) on 60 mixtures of each kind.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = "asterisk"
+SYNTHETIC = ["espeak-ng", "mbrola", "festival", "flite"]
+
+
+def pair_scores(model, root: str, n_items: int = 60) -> None:
+    """Print SI-SDRi by kind of pair and by speaker pair (the most frequent pairs)."""
+    import numpy as np
+    import torch
+
+    from lvbd.data.datasets import DynamicMixDataset
+    from lvbd.train import si_sdri
+
+    kinds = {"real + real": ([REAL], None), "half real": (None, {REAL: 0.5}),
+             "synthetic + synthetic": (SYNTHETIC, None)}
+    for kind, (engines, shares) in kinds.items():
+        data = DynamicMixDataset(root, "valid", 2, 4.0, model.sample_rate, 7, n_items, engines,
+                                 engine_shares=shares)
+        by_pair: dict[tuple[str, ...], list[float]] = defaultdict(list)
+        with torch.inference_mode():
+            for i in range(n_items):
+                refs = data[i][None]  # (1, K, L)
+                score = float(si_sdri(model(refs.sum(1)).estimates, refs)[0])
+                by_pair[tuple(sorted(data.plan(i).speakers))].append(score)
+        every = [v for vs in by_pair.values() for v in vs]
+        print(f"  {kind:<22} {np.mean(every):6.2f} dB ({len(every)} mixtures)")
+        if kind != "synthetic + synthetic":  # "half real" draws real + real pairs too
+            for pair, vs in sorted(by_pair.items(), key=lambda kv: -len(kv[1]))[:6]:
+                print(f"      {' + '.join(pair):<48} {np.mean(vs):6.2f} dB ({len(vs)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--iva-iters", type=int, nargs="+", default=None)
+    parser.add_argument("--pairs", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    from lvbd.checkpoint import load_model
+    from lvbd.data.datasets import FixedValidSet
+    from lvbd.train import validate
+
+    torch.set_num_threads(args.threads)
+    fixed: dict[str, list] = {}
+    for path in args.checkpoints:
+        model, cfg, _ = load_model(path)
+        d = cfg.data
+        if not fixed:
+            fixed = {"valid": FixedValidSet(d.root, d.valid_items, cfg.model.n_sources,
+                                            d.valid_segment_seconds, cfg.model.sample_rate,
+                                            cfg.train.seed + 10_000, d.engines).items,
+                     "valid-all": FixedValidSet(d.root, 96, cfg.model.n_sources, 4.0,
+                                                cfg.model.sample_rate, 7, None).items,
+                     "valid-real": FixedValidSet(d.root, 96, cfg.model.n_sources, 4.0,
+                                                 cfg.model.sample_rate, 7, [REAL]).items}
+        for iters in args.iva_iters or [None]:
+            label = path if iters is None else f"{path} iva_iters_test={iters}"
+            if iters is not None:
+                model.cfg.iva_iters_test = iters
+            scores = {name: validate(model, items, 8, torch.device("cpu"))
+                      for name, items in fixed.items()}
+            print(f"{label}: " + ", ".join(f"{n} {v:.2f}" for n, v in scores.items()), flush=True)
+        if args.pairs:
+            pair_scores(model.eval(), cfg.data.root)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
