@@ -200,6 +200,9 @@ also_copy =
     configs/
     examples/
     benchmarks/
+    scripts/
+    docs/
+    README.md
 """
 
 
