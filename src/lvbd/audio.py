@@ -18,6 +18,7 @@ from .fileio import atomic_open, default_mode
 
 CLIP_MODES = ("rescale", "clamp", "none")
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
+_SUFFIXES = ", ".join(f".{f}" for f in FORMATS)
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # MPEG-1/2/2.5
 # sample formats an output keeps from its input (anything else, e.g. Vorbis or 8-bit, → 16-bit)
 KEPT_SUBTYPES = {"wav": ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"),
@@ -176,7 +177,7 @@ def save(path: str | Path, wav: np.ndarray, sample_rate: int, clip_mode: str = "
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        raise AudioError(f"unsupported output format '{path.suffix}' (use .wav or .flac)")
+        raise AudioError(f"unsupported output format '{path.suffix}' (use {_SUFFIXES})")
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim == 1:
         wav = wav[None]
@@ -185,6 +186,8 @@ def save(path: str | Path, wav: np.ndarray, sample_rate: int, clip_mode: str = "
     wav = apply_clip(wav, clip_mode)
     major, default_subtype = FORMATS[fmt]
     subtype = subtype or (default_subtype if clip_mode != "none" or fmt == "flac" else "FLOAT")
+    if not sf.check_format(major, subtype):
+        raise AudioError(f"cannot write {subtype} samples to a {fmt} file {path}")
     try:
         with atomic_open(path, "wb") as handle:
             sf.write(handle, wav.T, sample_rate, format=major, subtype=subtype)
@@ -216,7 +219,7 @@ class StreamWriter:
         self.path = Path(path)
         fmt = self.path.suffix.lower().lstrip(".")
         if fmt not in FORMATS:
-            raise AudioError(f"unsupported output format '{self.path.suffix}' (use .wav or .flac)")
+            raise AudioError(f"unsupported output format '{self.path.suffix}' (use {_SUFFIXES})")
         if clip_mode not in CLIP_MODES:
             raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
         self.subtype = output_subtype(fmt, None, clip_mode, subtype)
