@@ -275,21 +275,18 @@ def chunking(args: argparse.Namespace) -> tuple[float | None, float | None, floa
     LvbdError naming the flag on a bad value."""
     from .separate import LOW_LATENCY, context_length, segment_lengths
 
-    segment, overlap, context = args.segment, args.overlap, args.context
+    given = {"segment": args.segment, "overlap": args.overlap, "context": args.context}
     if getattr(args, "low_latency", False):
-        segment = LOW_LATENCY["segment"] if segment is None else segment
-        overlap = LOW_LATENCY["overlap"] if overlap is None else overlap
-        context = LOW_LATENCY["context"] if context is None else context
-    context = 0.0 if context is None else context
-    checks = {"--segment": (segment, lambda v: segment_lengths(1, 1, v, 0.0)),
-              "--overlap": (overlap, lambda v: segment_lengths(1, 1, 1.0, v)),
-              "--context": (context, lambda v: context_length(1, v))}
-    for flag, (value, check) in checks.items():
-        if value is not None:
-            try:
-                check(value)
-            except LvbdError as err:
-                raise LvbdError(f"{flag}: {err}") from None
+        given = {k: LOW_LATENCY[k] if v is None else v for k, v in given.items()}
+    segment, overlap, context = given["segment"], given["overlap"], given["context"] or 0.0
+    checks = (("--segment", lambda: segment is None or segment_lengths(1, 1, segment, 0.0)),
+              ("--overlap", lambda: overlap is None or segment_lengths(1, 1, 1.0, overlap)),
+              ("--context", lambda: context_length(1, context)))
+    for flag, check in checks:
+        try:
+            check()
+        except LvbdError as err:
+            raise LvbdError(f"{flag}: {err}") from None
     return segment, overlap, context
 
 

@@ -177,6 +177,17 @@ def chunk_permutations(estimates: np.ndarray, references: np.ndarray,
     None where a reference pauses (more than ``PAUSE_DB`` below the loudest) or where the best
     assignment's mean SI-SDR is less than ``margin_db`` above every other assignment's (the
     window does not say which output holds which source)."""
+    return _decided(_window_assignments(estimates, references, size), margin_db)
+
+
+def _decided(windows: list, margin_db: float) -> list[tuple[int, ...] | None]:
+    """The assignments of :func:`_window_assignments` that lead by at least ``margin_db``."""
+    return [None if w is None or (margin_db > 0 and w[1] < margin_db) else w[0] for w in windows]
+
+
+def _window_assignments(estimates: np.ndarray, references: np.ndarray, size: int
+                        ) -> list[tuple[tuple[int, ...], float] | None]:
+    """Per window: (best assignment, its mean-SI-SDR lead over the runner-up), None in pauses."""
     estimates, references = np.asarray(estimates), np.asarray(references)
     if estimates.shape != references.shape or estimates.ndim != 2:
         raise ValueError(f"expected estimates and references (K, L) of one shape, got "
@@ -190,14 +201,10 @@ def chunk_permutations(estimates: np.ndarray, references: np.ndarray,
             continue
         score = pairwise_si_sdr(est, ref)  # (K, K): [i, j] = SI-SDR of output j for reference i
         best = tuple(int(p) for p in best_permutation(score))
-        if margin_db > 0:
-            rows = np.arange(len(best))
-            values = {p: score[rows, list(p)].mean() for p in itertools.permutations(rows)}
-            runner_up = max(v for p, v in values.items() if p != best)
-            if values[best] - runner_up < margin_db:
-                perms.append(None)
-                continue
-        perms.append(best)
+        rows = np.arange(len(best))
+        values = {p: score[rows, list(p)].mean() for p in itertools.permutations(rows)}
+        runner_up = max((v for p, v in values.items() if p != best), default=np.inf)
+        perms.append((best, values[best] - runner_up))
     return perms
 
 
@@ -212,11 +219,10 @@ def score_long(mixture: np.ndarray, references: np.ndarray, estimates: np.ndarra
                sample_rate: int, chunk: float, margin_db: float = DECIDED_DB) -> dict:
     """Swap rate over ``chunk``-second windows and whole-file SI-SDRi (one assignment); the
     ``decided_*`` figures count only windows whose assignment wins by ``margin_db``."""
-    size = max(1, int(round(chunk * sample_rate)))
-    perms = chunk_permutations(estimates, references, size)
+    windows = _window_assignments(estimates, references, max(1, int(round(chunk * sample_rate))))
+    perms = _decided(windows, 0.0)
     swaps, boundaries = swap_rate(perms)
-    decided = chunk_permutations(estimates, references, size, margin_db)
-    d_swaps, d_boundaries = swap_rate(decided)
+    d_swaps, d_boundaries = swap_rate(_decided(windows, margin_db))
     metrics = compute_metrics(mixture, references, estimates, sample_rate, ("si_sdr",))
     return {"swaps": swaps, "boundaries": boundaries,
             "swap_rate": swaps / boundaries if boundaries else float("nan"),

@@ -142,6 +142,14 @@ def context_length(sample_rate: int, context: float) -> int:
     return int(round(context * sample_rate))
 
 
+def segment_at(start: int, size: int, done: int, margin: int, context: int, end: int) -> Segment:
+    """The segment of output samples ``start .. start + size``, read with its resampling margin
+    and up to ``context`` samples before it, within input samples ``0 .. end``."""
+    ctx = min(context, start)
+    return Segment(start, size, max(0, start - ctx - margin), min(end, start + size + margin),
+                   done, ctx)
+
+
 def plan_segments(length: int, seg: int, hop: int, margin: int, first: int = 0,
                   context: int = 0) -> Iterator[Segment]:
     """Segments of ``seg`` samples every ``hop`` samples covering ``length`` (>= 1) samples, each
@@ -152,9 +160,7 @@ def plan_segments(length: int, seg: int, hop: int, margin: int, first: int = 0,
         size = min(seg, length - start)
         nxt = start + hop
         done = length if nxt >= length else nxt
-        ctx = min(context, start)
-        yield Segment(start, size, max(0, start - ctx - margin),
-                      min(length, start + size + margin), done, ctx)
+        yield segment_at(start, size, done, margin, context, length)
         if done >= length:
             return
         start = nxt

@@ -31,7 +31,7 @@ import torch
 
 from .errors import LvbdError
 from .separate import (OverlapAdd, Segment, StreamResult, _as_array, context_length,
-                       plan_segments, run_segment, segment_lengths)
+                       plan_segments, run_segment, segment_at, segment_lengths)
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,8 @@ class StreamSeparator:
         # a full segment (and its resampling margin) is here: the offline plan runs it alike
         while self._received >= self._next + self.seg + self.margin:
             s = self._next
-            ctx = min(self.context, s)
-            self._run(Segment(s, self.seg, max(0, s - ctx - self.margin),
-                              s + self.seg + self.margin, s + self.hop, ctx))
+            self._run(segment_at(s, self.seg, s + self.hop, self.margin, self.context,
+                                 s + self.seg + self.margin))
             self._next = s + self.hop
             self._drop_input()
         assert self._out.shape[-1] >= n, "the delay line ran dry"
