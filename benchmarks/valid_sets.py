@@ -9,7 +9,11 @@ test set):
 - ``valid``: the checkpoint's own training validation set (``data.valid_items`` mixtures of
   ``data.engines``, seed ``train.seed + 10000``: the figure that picked ``best.safetensors``);
 - ``valid-all``: 96 mixtures of any two speakers of every engine (seed 7);
-- ``valid-real``: 96 mixtures of two real Asterisk speakers (seed 7).
+- ``valid-real``: 96 mixtures of two real Asterisk speakers (seed 7);
+- ``valid-all ±``, ``valid-real ±``: the same mixtures with each source's polarity flipped with
+  probability 0.5 and, with probability 0.5, passed through a random all-pass (the
+  ``polarity_prob``/``phase_prob`` augmentation): a recording's polarity and phase response
+  are arbitrary, so a model that separates by them fails on real recordings.
 
 ``--iva-iters`` scores each checkpoint with ``model.iva_iters_test`` set to each value (LVBD
 only). ``--pairs`` also prints the mean SI-SDRi per speaker pair and per kind of pair (real +
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from lvbd.checkpoint import load_model
-    from lvbd.data.datasets import FixedValidSet
+    from lvbd.config import AugmentConfig
+    from lvbd.data.datasets import DynamicMixDataset, FixedValidSet
     from lvbd.train import validate
 
     torch.set_num_threads(args.threads)
@@ -80,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                                                 cfg.model.sample_rate, 7, None).items,
                      "valid-real": FixedValidSet(d.root, 96, cfg.model.n_sources, 4.0,
                                                  cfg.model.sample_rate, 7, [REAL]).items}
+            turned = AugmentConfig(polarity_prob=0.5, phase_prob=0.5)
+            for name, engines in (("valid-all ±", None), ("valid-real ±", [REAL])):
+                data = DynamicMixDataset(d.root, "valid", cfg.model.n_sources, 4.0,
+                                         cfg.model.sample_rate, 7, 96, engines, augment=turned)
+                fixed[name] = [data[i] for i in range(96)]
         for iters in args.iva_iters or [None]:
             label = path if iters is None else f"{path} iva_iters_test={iters}"
             if iters is not None:

@@ -109,6 +109,9 @@ class AugmentConfig:
     band_kinds: list[str] = field(default_factory=lambda: ["telephone", "lowpass", "highpass"])
     codec_prob: float = 0.0            # per item: mu-law on the mixture, error split over the stems
     codec_bits: int = 8
+    polarity_prob: float = 0.0         # per source: sign flipped (a recording's polarity is arbitrary)
+    phase_prob: float = 0.0            # per source: 1-2 random first-order all-pass sections
+                                       # (phase only, |H| = 1; corners log-uniform 40-1000 Hz)
 
 
 @dataclass

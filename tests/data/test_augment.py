@@ -42,7 +42,7 @@ def bank_path(tmp_path_factory) -> Path:
 
 def _all_on(bank_path: Path, **overrides) -> AugmentConfig:
     values = dict(speed_prob=1.0, eq_prob=1.0, reverb_prob=1.0, gain_prob=1.0, noise_prob=1.0,
-                  band_prob=1.0, codec_prob=1.0, rir_bank=str(bank_path), rir_rooms=3,
+                  band_prob=1.0, codec_prob=1.0, polarity_prob=1.0, phase_prob=1.0, rir_bank=str(bank_path), rir_rooms=3,
                   rir_seed=1, rt60_min=0.2, rt60_max=0.4)
     values.update(overrides)
     return AugmentConfig(**values)
@@ -93,6 +93,38 @@ def test_eq_biquads_reach_their_gains():
         assert np.all(np.abs(signal.sos2zpk(sos)[1]) < 1.0)  # stable
         _, h = signal.sosfreqz(sos, worN=512, fs=RATE)
         assert np.abs(20 * np.log10(np.abs(h))).max() <= 3 * 10.0 + 0.5
+
+
+@pytest.mark.parametrize("corner", [40.0, 250.0, 1000.0])
+def test_allpass_keeps_magnitude_and_turns_phase(corner):
+    sos = A.allpass_sections([corner], RATE)
+    freqs = np.array([10.0, corner / 3, corner, 3 * corner, 3990.0])
+    _, h = signal.sosfreqz(sos, worN=freqs, fs=RATE)
+    np.testing.assert_allclose(np.abs(h), 1.0, atol=1e-12)
+    # bilinear first-order all-pass: phase = −2 arctan(tan(π f/fs) / tan(π f_c/fs))
+    expected = -2 * np.arctan(np.tan(np.pi * freqs / RATE) / np.tan(np.pi * corner / RATE))
+    np.testing.assert_allclose(np.angle(h), expected, atol=1e-9)
+    assert np.angle(h[2], deg=True) == pytest.approx(-90.0)
+    # a long signal keeps its energy, but not its waveform
+    x = np.random.default_rng(0).standard_normal(8 * RATE)
+    y = signal.sosfilt(sos, x)
+    assert _db(y) == pytest.approx(_db(x), abs=0.05)
+    assert _cosine(x, y) < 0.95
+    with pytest.raises(ValueError, match="corner"):
+        A.allpass_sections([RATE / 2], RATE)
+
+
+def test_random_allpass_corners_in_range():
+    rng = np.random.default_rng(3)
+    counts, corners = set(), []
+    for _ in range(200):
+        sos = A.random_allpass(rng, RATE)
+        counts.add(len(sos))
+        t = (1 + sos[:, 0]) / (1 - sos[:, 0])  # c = (t − 1)/(t + 1) → t = tan(π f / fs)
+        corners += list(np.arctan(t) * RATE / np.pi)
+    assert counts == {1, 2}
+    assert min(corners) >= A.PHASE_HZ[0] - 1e-6 and max(corners) <= A.PHASE_HZ[1] + 1e-6
+    assert min(corners) < 60 and max(corners) > 700
 
 
 def test_band_limits_attenuate_out_of_band_energy():
@@ -264,13 +296,44 @@ def test_stems_add_up_to_the_noisy_and_coded_mixture(fake_corpus):
     assert checked >= 6
 
 
+def test_polarity_and_phase_in_the_dataset(fake_corpus):
+    """Polarity: each stem is ± its unaugmented self (one common scale: the mixture's peak limit
+    sees the flipped sum); phase: the stem is its source through the all-pass the item drew."""
+    plain = DynamicMixDataset(fake_corpus, "train", 2, 1.0, RATE, seed=4, length=16)
+    flipped = DynamicMixDataset(fake_corpus, "train", 2, 1.0, RATE, seed=4, length=16,
+                                augment=AugmentConfig(polarity_prob=0.5))
+    signs = []
+    for i in range(16):
+        x, y = plain[i].numpy(), flipped[i].numpy()
+        rng = flipped.augment.generators(4, i)["polarity"]
+        flip = rng.random(2) < 0.5
+        expected = np.where(flip[:, None], -x, x)
+        scale = float(np.sum(y * expected) / np.sum(expected * expected))
+        assert 0.5 < scale < 2.0
+        np.testing.assert_allclose(y, scale * expected, atol=1e-6)
+        signs += list(flip)
+    assert 0 < sum(signs) < len(signs)  # both outcomes occur
+    turned = DynamicMixDataset(fake_corpus, "train", 2, 1.0, RATE, seed=4, length=4,
+                               augment=AugmentConfig(phase_prob=1.0))
+    for i in range(4):
+        raw = _raw(plain, i)
+        rng = turned.augment.generators(4, i)["phase"]
+        for k in range(2):
+            rng.random()
+            expected = signal.sosfilt(A.random_allpass(rng, RATE), raw[k])
+            got = turned[i][k].numpy()
+            assert _cosine(got, expected) > 0.99999
+            assert _cosine(got, plain[i][k].numpy()) < 0.999
+
+
 def test_speed_and_reverb_in_the_dataset(fake_corpus, bank_path):
     """Each stem is its source sped up / convolved with the RIR the item drew, up to scale."""
     fast = DynamicMixDataset(fake_corpus, "train", 2, 1.0, RATE, seed=1, length=6,
                              augment=AugmentConfig(speed_prob=1.0, speed_min=1.1, speed_max=1.1))
     wet = DynamicMixDataset(fake_corpus, "train", 2, 1.0, RATE, seed=1, length=6,
                             augment=_all_on(bank_path, speed_prob=0.0, eq_prob=0.0, gain_prob=0.0,
-                                            noise_prob=0.0, band_prob=0.0, codec_prob=0.0))
+                                            noise_prob=0.0, band_prob=0.0, codec_prob=0.0,
+                                            polarity_prob=0.0, phase_prob=0.0))
     bank = wet.augment.bank
     for i in range(3):
         raw = _raw(fast, i, int(np.ceil(fast.segment * 1.1)) + 1)

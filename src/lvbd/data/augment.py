@@ -1,11 +1,12 @@
-"""Augmentation for dynamic mixing (numpy, float32 stems ``(K, L)``): speed, EQ, room reverberation,
-gain/level, additive noise, band-limiting and μ-law companding.
+"""Augmentation for dynamic mixing (numpy, float32 stems ``(K, L)``): speed, EQ, polarity and
+phase, room reverberation, gain/level, additive noise, band-limiting and μ-law companding.
 
 Every effect keeps the one invariant the training loop relies on: the mixture is the sum of the
 returned stems (``refs.sum(1)``), and each stem is the training target of its source.
 
-- Source effects (speed, EQ, reverberation) change each source before mixing, so the target is
-  the changed source: a reverberant source image, a faster talker.
+- Source effects (speed, EQ, polarity, phase, reverberation) change each source before mixing,
+  so the target is the changed source: a reverberant source image, a faster talker, a talker
+  recorded with the other polarity or through another microphone/preamp phase response.
 - Channel effects happen to the mixture. A linear, time-invariant one (band-limiting) is applied
   with the same filter to every stem, which is the same as filtering the mixture. Noise and the
   μ-law error are not speech of any source: they are split equally over the K stems, stem ``k``
@@ -41,9 +42,11 @@ LOWPASS_HZ = (1500.0, 3600.0)      # random low-pass cutoff (8 kHz audio: Nyquis
 HIGHPASS_HZ = (50.0, 400.0)        # random high-pass cutoff
 EQ_HZ = (80.0, 3600.0)             # centre / corner frequencies of the random biquads
 EQ_Q = (0.5, 3.0)
+PHASE_HZ = (40.0, 1000.0)          # corners of the random first-order all-pass sections
 MU = 255.0                         # μ of G.711 μ-law
 MAX_PEAK = 0.9                     # as mixing.mix_stems
-_STREAMS = {"speed": 1, "eq": 2, "reverb": 3, "gain": 4, "noise": 5, "band": 6, "codec": 7}
+_STREAMS = {"speed": 1, "eq": 2, "reverb": 3, "gain": 4, "noise": 5, "band": 6, "codec": 7,
+            "polarity": 8, "phase": 9}
 
 
 # ---------------------------------------------------------------------------------- speed
@@ -107,6 +110,27 @@ def random_eq(rng: np.random.Generator, sample_rate: int, max_db: float = 10.0) 
         else:
             sections.append(shelf_biquad(kind, f0, gain, sample_rate))
     return np.stack(sections)
+
+
+def allpass_sections(corners_hz: Sequence[float], sample_rate: int) -> np.ndarray:
+    """First-order all-pass sections ``(n, 6)``, one per corner: H(z) = (c + z⁻¹)/(1 + c z⁻¹),
+    c = (tan(π f/fs) − 1)/(tan(π f/fs) + 1). |H| = 1 at every frequency; the phase turns from 0
+    (DC) through −90° (at the corner) to −180° (Nyquist)."""
+    rows = []
+    for f in corners_hz:
+        if not 0.0 < f < sample_rate / 2.0:
+            raise ValueError(f"all-pass corner must lie in (0, {sample_rate / 2:g}) Hz, got {f}")
+        t = math.tan(math.pi * f / sample_rate)
+        c = (t - 1.0) / (t + 1.0)
+        rows.append([c, 1.0, 0.0, 1.0, c, 0.0])
+    return np.array(rows, dtype=np.float64).reshape(-1, 6)
+
+
+def random_allpass(rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """1–2 first-order all-pass sections, corners log-uniform in ``PHASE_HZ`` → ``(n, 6)``."""
+    high = min(PHASE_HZ[1], 0.45 * sample_rate)
+    corners = np.exp(rng.uniform(math.log(PHASE_HZ[0]), math.log(high), int(rng.integers(1, 3))))
+    return allpass_sections(corners.tolist(), sample_rate)
 
 
 def band_filter(kind: str, sample_rate: int, cutoff_hz: float | None = None) -> np.ndarray:
@@ -327,7 +351,7 @@ def reverberate(stems: np.ndarray, rirs: np.ndarray) -> np.ndarray:
 class Augmenter:
     """Applies :class:`AugmentConfig` to the items of a :class:`DynamicMixDataset`.
 
-    Order: speed (on reading) → EQ → reverberation → gains/level (``mix_stems``) → noise →
+    Order: speed (on reading) → EQ → polarity → phase → reverberation → gains/level (``mix_stems``) → noise →
     band limit → peak limit → μ-law. Call :meth:`generators` once per item, then
     :meth:`speed_factors`, :meth:`sources`, :meth:`levels` and :meth:`channel` in that order.
     """
@@ -336,7 +360,7 @@ class Augmenter:
                  root: str | Path | None = None, bank: RirBank | None = None):
         probs = {name: getattr(cfg, name) for name in
                  ("speed_prob", "eq_prob", "reverb_prob", "gain_prob", "noise_prob",
-                  "band_prob", "codec_prob")}
+                  "band_prob", "codec_prob", "polarity_prob", "phase_prob")}
         bad = [f"{k}={v}" for k, v in probs.items() if not 0.0 <= v <= 1.0]
         if bad:
             raise ValueError(f"augment probabilities must lie in [0, 1]; got {', '.join(bad)}")
@@ -364,7 +388,8 @@ class Augmenter:
         """False when every probability is 0: the dataset then skips augmentation entirely."""
         c = self.cfg
         return any(p > 0 for p in (c.speed_prob, c.eq_prob, c.reverb_prob, c.gain_prob,
-                                   c.noise_prob, c.band_prob, c.codec_prob))
+                                   c.noise_prob, c.band_prob, c.codec_prob, c.polarity_prob,
+                                   c.phase_prob))
 
     @staticmethod
     def generators(seed: int, index: int) -> dict[str, np.random.Generator]:
@@ -382,8 +407,9 @@ class Augmenter:
         return factors
 
     def sources(self, rngs: dict[str, np.random.Generator], stems: np.ndarray) -> np.ndarray:
-        """EQ (per source, ``eq_prob`` each) and reverberation (per item, ``reverb_prob``: one
-        room of the bank, a different talker position per source)."""
+        """EQ, polarity and phase (per source, ``eq_prob``, ``polarity_prob``, ``phase_prob`` each)
+        and reverberation (per item, ``reverb_prob``: one room of the bank, a different talker
+        position per source)."""
         c = self.cfg
         stems = np.asarray(stems, dtype=np.float32)
         K = stems.shape[0]
@@ -393,6 +419,17 @@ class Augmenter:
             for k in range(K):
                 apply = rng.random() < c.eq_prob
                 sos = random_eq(rng, self.sample_rate, c.eq_max_db)
+                out.append(signal.sosfilt(sos, stems[k]).astype(np.float32) if apply else stems[k])
+            stems = np.stack(out)  # (K, L)
+        if c.polarity_prob > 0:
+            flip = rngs["polarity"].random(K) < c.polarity_prob  # (K,)
+            stems = np.where(flip[:, None], -stems, stems)
+        if c.phase_prob > 0:
+            rng = rngs["phase"]
+            out = []
+            for k in range(K):
+                apply = rng.random() < c.phase_prob
+                sos = random_allpass(rng, self.sample_rate)
                 out.append(signal.sosfilt(sos, stems[k]).astype(np.float32) if apply else stems[k])
             stems = np.stack(out)  # (K, L)
         if c.reverb_prob > 0 and rngs["reverb"].random() < c.reverb_prob:
