@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from lvbd.checkpoint import load_model
-    from lvbd.config import AugmentConfig
-    from lvbd.data.datasets import DynamicMixDataset, FixedValidSet
+    from lvbd.data.augment import polarity_phase
+    from lvbd.data.datasets import FixedValidSet
     from lvbd.train import validate
 
     torch.set_num_threads(args.threads)
@@ -85,11 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                                                 cfg.model.sample_rate, 7, None).items,
                      "valid-real": FixedValidSet(d.root, 96, cfg.model.n_sources, 4.0,
                                                  cfg.model.sample_rate, 7, [REAL]).items}
-            turned = AugmentConfig(polarity_prob=0.5, phase_prob=0.5)
             for name, engines in (("valid-all ±", None), ("valid-real ±", [REAL])):
-                data = DynamicMixDataset(d.root, "valid", cfg.model.n_sources, 4.0,
-                                         cfg.model.sample_rate, 7, 96, engines, augment=turned)
-                fixed[name] = [data[i] for i in range(96)]
+                fixed[name] = FixedValidSet(d.root, 96, cfg.model.n_sources, 4.0,
+                                            cfg.model.sample_rate, 7, engines,
+                                            augment=polarity_phase()).items
         for iters in args.iva_iters or [None]:
             label = path if iters is None else f"{path} iva_iters_test={iters}"
             if iters is not None:

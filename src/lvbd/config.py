@@ -124,6 +124,9 @@ class DataConfig:
     num_workers: int = 0
     valid_items: int = 64              # fixed validation mixtures
     valid_segment_seconds: float = 4.0
+    valid_polarity_phase: bool = False  # validation sources get a random polarity and, half the
+                                       # time, a random all-pass (augment.polarity_phase): a
+                                       # recording's polarity and phase response are arbitrary
     speaker_fraction: float = 1.0      # training speakers kept (0 < f <= 1): a fixed seeded subset,
                                        # nested (0.1 ⊂ 0.25 ⊂ 1), the same for every train.seed
                                        # (datasets.speaker_subset)

@@ -191,6 +191,7 @@ def _restore(run_dir: Path, cfg: Config, rank: int, device: torch.device, resume
 def _data(cfg: Config, step: int, rank: int, world: int):
     """(training loader from ``step`` on, fixed validation items, fixed training items scored
     like them: ``train.train_eval_items`` mixtures of the training speakers, unaugmented)."""
+    from .data.augment import polarity_phase
     from .data.datasets import DynamicMixDataset, FixedValidSet
 
     d, B = cfg.data, cfg.data.batch_size
@@ -201,7 +202,8 @@ def _data(cfg: Config, step: int, rank: int, world: int):
                                   engine_shares=d.engine_shares)
     valid = list(FixedValidSet(d.root, d.valid_items, cfg.model.n_sources,
                                d.valid_segment_seconds, cfg.model.sample_rate,
-                               cfg.train.seed + 10_000, d.engines))
+                               cfg.train.seed + 10_000, d.engines,
+                               augment=polarity_phase() if d.valid_polarity_phase else None))
     train_fixed = list(FixedValidSet(d.root, cfg.train.train_eval_items, cfg.model.n_sources,
                                      d.valid_segment_seconds, cfg.model.sample_rate,
                                      cfg.train.seed + 20_000, d.engines, split=d.splits_train,

@@ -367,3 +367,28 @@ def test_augment_config_keys_and_validation(tmp_path):
         A.Augmenter(AugmentConfig(noise_kinds=["purple"]))
     with pytest.raises(ValueError, match="speed_min"):
         A.Augmenter(AugmentConfig(speed_min=1.2, speed_max=1.1))
+
+
+def test_validation_with_random_polarity_and_phase(fake_corpus):
+    """data.valid_polarity_phase: the training loop's validation items are the plain ones with
+    each source's polarity and phase drawn by augment.polarity_phase (seeded, so fixed)."""
+    from lvbd.config import Config
+    from lvbd.data.datasets import FixedValidSet
+    from lvbd.train import _data
+
+    cfg = Config()
+    cfg.data.root, cfg.data.engines, cfg.data.valid_items = str(fake_corpus), ["espeak-ng"], 12
+    cfg.data.valid_segment_seconds = 1.0
+    plain = _data(cfg, 0, 0, 1)[1]
+    cfg.data.valid_polarity_phase = True
+    turned = _data(cfg, 0, 0, 1)[1]
+    again = FixedValidSet(fake_corpus, 12, 2, 1.0, RATE, cfg.train.seed + 10_000, ["espeak-ng"],
+                          augment=A.polarity_phase()).items
+    flips = phases = 0
+    for x, y, z in zip(plain, turned, again):
+        assert torch.equal(y, z)
+        for k in range(2):
+            c = _cosine(x[k].numpy(), y[k].numpy())
+            flips += c < 0
+            phases += abs(c) < 0.999
+    assert 0 < flips < 24 and 0 < phases < 24

@@ -133,6 +133,13 @@ def random_allpass(rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     return allpass_sections(corners.tolist(), sample_rate)
 
 
+def polarity_phase() -> AugmentConfig:
+    """Sources with an arbitrary polarity (flipped with probability ½) and, half the time, a
+    random all-pass: the validation sets of a model that must not separate by polarity or
+    phase response (``data.valid_polarity_phase``, ``benchmarks/valid_sets.py``)."""
+    return AugmentConfig(polarity_prob=0.5, phase_prob=0.5)
+
+
 def band_filter(kind: str, sample_rate: int, cutoff_hz: float | None = None) -> np.ndarray:
     """Second-order sections of a band limit: ``telephone`` (elliptic band-pass, −3 dB at
     ≈315–3360 Hz, ≥ 40 dB down below 260 and above 3550 Hz: the 300–3400 Hz channel), or an

@@ -203,14 +203,16 @@ class DynamicMixDataset(Dataset):
 class FixedValidSet(Dataset):
     """``n_items`` fixed mixtures (stems ``(K, L)``) from the ``valid`` split (or another one,
     e.g. fixed training mixtures), rendered once and cached in memory; deterministic given
-    ``seed``."""
+    ``seed`` (and ``augment``, seeded the same way)."""
 
     def __init__(self, root: str | Path, n_items: int = 64, n_sources: int = 2,
                  segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
                  engines: list[str] | tuple[str, ...] | None = ("espeak-ng",),
-                 split: str = "valid", speaker_fraction: float = 1.0):
+                 split: str = "valid", speaker_fraction: float = 1.0,
+                 augment: AugmentConfig | None = None):
         source = DynamicMixDataset(root, split, n_sources, segment_seconds, sample_rate,
-                                   seed, n_items, engines, speaker_fraction=speaker_fraction)
+                                   seed, n_items, engines, augment=augment,
+                                   speaker_fraction=speaker_fraction)
         self.items = [source[i] for i in range(n_items)]
 
     def __len__(self) -> int:
