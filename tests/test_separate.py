@@ -606,3 +606,205 @@ def test_stream_takes_its_own_settings():
     assert (live.sample_rate, live.channels, live.context) == (16000, 2, 4000)
     assert live.talker_threshold == 0.3 and live.device == sep.device
     assert sep.stream().context == 0
+
+
+# ------------------------------------------------------------------ engine layers (triage, part 2)
+def test_plan_segments_cover_the_input_once():
+    """Segments of 4 samples every 3 over 10 samples: the last one is cut to the input; with a
+    margin of 1 and a context of 2 each is read with (at most) 2 past samples plus 1 each side."""
+    from lvbd.separate import Segment, plan_segments
+
+    assert list(plan_segments(10, 4, 3, 0)) == [
+        Segment(0, 4, 0, 4, 3), Segment(3, 4, 3, 7, 6), Segment(6, 4, 6, 10, 9),
+        Segment(9, 1, 9, 10, 10)]
+    assert list(plan_segments(10, 4, 3, 1, context=2)) == [
+        Segment(0, 4, 0, 5, 3, 0), Segment(3, 4, 0, 8, 6, 2), Segment(6, 4, 3, 10, 9, 2),
+        Segment(9, 1, 6, 10, 10, 2)]
+
+
+def test_segment_sizes_and_margin_set_the_stream_latency():
+    """docs/streaming.md: latency = segment + margin - 1 samples, margin 0 at the model's rate and
+    50 ms + 64 samples otherwise; segments and hops are at least one sample; bad values are
+    LvbdErrors that name them."""
+    from lvbd.separate import context_length, segment_lengths
+
+    sep = _separator(SignModel(), segment=0.5, overlap=0.0)  # model at 8 kHz
+    assert sep.stream().latency == 4000 - 1
+    assert sep.stream(sample_rate=16000).latency == 8000 + (800 + 64) - 1
+    assert sep.stream(sample_rate=44100).latency == 22050 + (2205 + 64) - 1
+    one = sep.stream(segment=1 / 8000)                      # a one-sample segment: no delay
+    assert (one.latency, one.hop) == (0, 1)
+    assert sep.stream(segment=2 / 8000, overlap=0.5).hop == 1
+    for overlap in (1.0, 1.5, -0.25):
+        with pytest.raises(LvbdError, match=rf"^overlap must be in \[0, 1\), got {overlap}$"):
+            segment_lengths(8000, 8000, 1.0, overlap)
+    with pytest.raises(LvbdError, match=r"^segment must be positive, got 0\.0$"):
+        segment_lengths(8000, 8000, 0.0, 0.0)
+    assert context_length(8000, 0.25) == 2000
+    for context in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(LvbdError, match=rf"^context must be a finite number of seconds >= 0, "
+                                            rf"got {context}$"):
+            Separator(SignModel(), Config(), segment=1.0, context=context)
+
+
+def test_overlap_add_weights_short_segments_with_their_own_windows():
+    """Plan of 7 samples, segments of 4 every 2: values 1, 2, 3, 6 with triangular windows
+    1 2 2 1, 1 2 2 1, 1 2 1 and 1 (the short last segments get windows of their own length);
+    every output sample is the window-weighted mean of the segments that cover it."""
+    from lvbd.separate import OverlapAdd, plan_segments
+
+    windows = {4: [1, 2, 2, 1], 3: [1, 2, 1], 1: [1]}
+    plan = list(plan_segments(7, 4, 2, 0))
+    values = [1.0, 2.0, 3.0, 6.0]
+    assert [s.size for s in plan] == [4, 4, 3, 1]
+    num, den = np.zeros(7), np.zeros(7)
+    for s, v in zip(plan, values):
+        num[s.start:s.start + s.size] += v * np.array(windows[s.size])
+        den[s.start:s.start + s.size] += windows[s.size]
+    ola = OverlapAdd(1, 1, seg=4, hop=2, keep=3)
+    out = []
+    for s, v in zip(plan, values):
+        ola.add(s.start, np.full((1, 1, s.size), v))
+        out.append(ola.pop(s.done))
+    np.testing.assert_allclose(np.concatenate(out, axis=-1)[0, 0], num / den, rtol=1e-6)
+    assert ola.past(3).dtype == np.float32                  # as handed on by pop
+    np.testing.assert_array_equal(ola.past(3), np.concatenate(out, axis=-1)[..., -3:])
+    plain = OverlapAdd(1, 1, seg=4, hop=2)                  # keep=0 by default: no past kept
+    plain.add(0, np.ones((1, 1, 4)))
+    plain.pop(2)
+    with pytest.raises(ValueError, match=r"^1 past samples asked, 0 kept$"):
+        plain.past(1)
+
+
+def test_reorders_are_counted_per_channel_and_segment():
+    """Ten segments (800 every 600 samples); the model swaps its outputs on calls 3, 6 and 9:
+    each swap is undone in both (independent) channels, so 6 reorders."""
+    from lvbd.separate import StreamResult
+
+    wav = np.random.default_rng(5).standard_normal((2, 6000)).astype(np.float32)
+    result = StreamResult(2)
+    est = _stream(SignModel(swap_every=3), wav, 0.1, 0.25, result=result)
+    np.testing.assert_allclose(est[0], wav, rtol=1e-5, atol=1e-6)
+    assert (result.segments, result.reorders) == (10, 6)
+
+
+class _ConfLatent(SignModel):
+    """SignModel with confidence (0.8, 0.2) on its first call, (0.2, 0.8) after, and latent rows
+    of energies 4, 1, 1 (1/6 of the latent energy beyond K = 2)."""
+
+    def forward(self, mixture, state=None):
+        out = super().forward(mixture, state)
+        c = [[0.8, 0.2]] if self.calls == 1 else [[0.2, 0.8]]
+        out.confidence = torch.tensor(c).expand(mixture.shape[0], 2)
+        z = torch.zeros(mixture.shape[0], 3, 1, 6)
+        for i, e in enumerate([2.0, 1.0, 1.0]):
+            z[:, i, 0, i] = e
+        out.latents = (z,)
+        return out
+
+
+def test_confidence_and_talker_tail_at_extreme_levels_and_sizes():
+    """Segment weights are energies (power x size): a full segment at level 2 (800 samples) and a
+    short one at level 4 (400): (0.8·3200 + 0.2·6400) / 9600 = 0.4. Silence still reports the
+    model's confidence but no talker tail; quiet (< 1) and huge (1e18) levels work alike."""
+    from lvbd.separate import StreamResult
+
+    def run(wav):
+        result = StreamResult(2)
+        _stream(_ConfLatent(), wav, 0.1, 0.0, result=result)
+        return result
+
+    r = run(np.concatenate([np.full(800, 2.0), np.full(400, 4.0)]))
+    np.testing.assert_allclose(r.confidence, [0.4, 0.6], rtol=1e-6)
+    assert r.latent_tail == pytest.approx(1 / 6, rel=1e-6)
+    r = run(np.zeros(1600))
+    np.testing.assert_allclose(r.confidence, [0.5, 0.5], rtol=1e-6)  # equal (tiny) weights
+    assert r.latent_tail is None
+    for level in (0.5, 1e18):
+        r = run(np.full(1600, level))
+        np.testing.assert_allclose(r.confidence, [0.5, 0.5], rtol=1e-6)
+        assert r.latent_tail == pytest.approx(1 / 6, rel=1e-6)
+
+
+def test_separate_warns_about_more_talkers_in_the_input(caplog):
+    sep = _separator(_ConfLatent(), segment=0.1, overlap=0.0)
+    sep.cfg.model.talker_threshold = 0.1
+    with caplog.at_level("WARNING"):
+        sep.separate(np.ones(1600, np.float32), 8000)
+    assert caplog.records[-1].getMessage().startswith(
+        "the input likely holds more than 2 talkers")
+
+
+def test_files_and_plain_streams_show_the_model_the_right_context(tmp_path):
+    """separate_to_files runs the model on the separator's device and shows it the separator's
+    context (segment + 400 samples after the first segment); separate_stream without a context
+    shows only the segment."""
+    lengths = []
+
+    class Lengths(_Recorder):
+        def forward(self, mixture, state=None):
+            lengths.append(mixture.shape[-1])
+            return super().forward(mixture, state)
+
+    wav = np.random.default_rng(6).standard_normal(2400).astype(np.float32)
+    p = _wav_file(tmp_path / "in.wav", wav[None], subtype="FLOAT")
+    cfg = Config()
+    cfg.model.sample_rate, cfg.model.n_sources = 8000, 2
+    model = Lengths()
+    sep = Separator(model, cfg, device="meta", segment=0.1, overlap=0.0, context=0.05)
+    outs, _ = sep.separate_to_files(p, tmp_path / "out")
+    assert lengths == [800, 1200, 1200] and len(outs) == 2
+    assert model.devices == ["meta"] * 3
+    lengths.clear()
+    list(separate_stream(Lengths(), lambda a, b: wav[None, a:b], 2400, 8000, 1, 0.1, 0.0,
+                         torch.device("cpu")))
+    assert lengths == [800, 800, 800]
+
+
+def test_separate_to_files_clip_mode_none_keeps_samples_beyond_full_scale(tmp_path):
+    """clip_mode="none": float WAV out (audio.output_subtype), so source 1 = 2 x a 0.75 sine
+    keeps its peak of 1.5."""
+    import soundfile as sf
+
+    class Loud(SignModel):
+        def forward(self, mixture, state=None):
+            out = super().forward(mixture, state)
+            out.estimates = out.estimates * torch.tensor([2.0, 1.0])[:, None]
+            return out
+
+    wav = 0.75 * np.sin(np.arange(3000) / 3.0)[None]
+    p = _wav_file(tmp_path / "in.wav", wav)
+    outs, _ = _separator(Loud(), segment=0.25, overlap=0.0).separate_to_files(
+        p, tmp_path / "o", clip_mode="none")
+    assert sf.info(str(outs[0])).subtype == "FLOAT"
+    src1, _ = sf.read(str(outs[0]), always_2d=True)
+    assert src1.max() == pytest.approx(1.5, rel=1e-3)
+
+
+def test_write_sources_reports_write_errors_and_removes_its_folder(tmp_path):
+    import errno
+    import re
+
+    from lvbd.separate import write_sources
+
+    def failing(err):
+        yield np.zeros((2, 1, 10), np.float32)
+        raise err
+
+    for err, reason in [(OSError(errno.ENOSPC, "No space left on device"),
+                         "No space left on device"), (OSError("device gone"), "device gone")]:
+        out = tmp_path / "new"
+        with pytest.raises(LvbdError, match=rf"^cannot write to {re.escape(str(out))}: "
+                                            rf"{reason}$"):
+            write_sources(out, 2, "wav", 8000, 1, "rescale", None, failing(err))
+        assert not out.exists()
+
+
+def test_tensor_input_comes_back_on_its_device():
+    """Estimates and confidence come back on the input tensor's device (a CUDA GPU where there
+    is one; the model itself runs on the separator's device, here the CPU)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    wav = torch.randn(1, 1000, generator=torch.Generator().manual_seed(0)).to(device)
+    est, conf = _separator(SignModel()).separate(wav, 8000, return_confidence=True)
+    assert est.device == wav.device and conf.device == wav.device
+    torch.testing.assert_close(est[0], wav, rtol=1e-5, atol=1e-6)
