@@ -125,7 +125,8 @@ def best_permutation(score, silent=None) -> np.ndarray:
     """Hungarian assignment maximising the summed ``score`` (K_ref, K_est) → perm (K_ref,) int.
 
     ``perm[i]`` is the estimate matched to reference ``i``. Rows of ``silent`` references (and
-    NaN scores) do not influence the assignment of the others.
+    whole rows of NaN) do not influence the assignment of the others; a single NaN score counts
+    as the worst match (−``CLAMP_DB``).
     """
     score = np.array(score, dtype=np.float64)
     if score.ndim != 2 or score.shape[0] > score.shape[1]:
