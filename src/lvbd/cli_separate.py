@@ -292,8 +292,12 @@ def chunking(args: argparse.Namespace) -> tuple[float | None, float | None, floa
 
 def load_separator(model: str, device: str, segment: float | None, overlap: float | None,
                    context: float = 0.0):
-    from .separate import Separator
+    from .separate import Separator, resolve_device
 
+    try:
+        device = resolve_device(device)
+    except LvbdError as err:
+        raise LvbdError(f"--device: {err}") from None
     try:
         return Separator.load(model, device=device, segment=segment, overlap=overlap,
                               context=context)
