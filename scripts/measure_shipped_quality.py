@@ -43,6 +43,8 @@ MIXTURES = {
     "s2_offset_1.5s": "s1 + s2 delayed by 1.5 s (zeros before, cut at the end)",
     "quiet_minus_30dB": "0.0316 (s1 + s2)",
     "rate_16k": "s1 + s2 resampled to 16 kHz",
+    "s2_polarity": "s1 - s2 (a source of the other polarity)",
+    "s2_allpass": "s1 + s2 through a first-order all-pass at 150 Hz (another recording chain)",
 }
 MARGINS = {
     "si_sdri_db": 1.0,        # per mixture and source: SI-SDRi ≥ measured − this
@@ -88,6 +90,14 @@ def make_mixture(name: str) -> tuple[np.ndarray, np.ndarray, int]:
         refs = 10 ** (-30 / 20) * refs
     elif name == "rate_16k":
         refs, rate = audio.resample(refs, rate, 16000), 16000
+    elif name == "s2_polarity":
+        refs = np.stack([s1, -s2])
+    elif name == "s2_allpass":
+        from scipy.signal import sosfilt
+
+        from lvbd.data.augment import allpass_sections
+
+        refs = np.stack([s1, sosfilt(allpass_sections([150.0], rate), s2)])
     else:
         raise KeyError(f"unknown mixture {name!r} (choose from {', '.join(MIXTURES)})")
     refs = refs.astype(np.float32)
