@@ -43,6 +43,7 @@ MIXTURES = {
     "s2_offset_1.5s": "s1 + s2 delayed by 1.5 s (zeros before, cut at the end)",
     "quiet_minus_30dB": "0.0316 (s1 + s2)",
     "rate_16k": "s1 + s2 resampled to 16 kHz",
+    "negated": "-(s1 + s2) (the whole recording of the other polarity)",
     "s2_polarity": "s1 - s2 (a source of the other polarity)",
     "s2_allpass": "s1 + s2 through a first-order all-pass at 150 Hz (another recording chain)",
 }
@@ -90,6 +91,8 @@ def make_mixture(name: str) -> tuple[np.ndarray, np.ndarray, int]:
         refs = 10 ** (-30 / 20) * refs
     elif name == "rate_16k":
         refs, rate = audio.resample(refs, rate, 16000), 16000
+    elif name == "negated":
+        refs = -refs
     elif name == "s2_polarity":
         refs = np.stack([s1, -s2])
     elif name == "s2_allpass":
