@@ -22,7 +22,7 @@ import functools
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -45,6 +45,7 @@ EQ_Q = (0.5, 3.0)
 PHASE_HZ = (40.0, 1000.0)          # corners of the random first-order all-pass sections
 MU = 255.0                         # μ of G.711 μ-law
 MAX_PEAK = 0.9                     # as mixing.mix_stems
+PROBS = tuple(f.name for f in fields(AugmentConfig) if f.name.endswith("_prob"))
 _STREAMS = {"speed": 1, "eq": 2, "reverb": 3, "gain": 4, "noise": 5, "band": 6, "codec": 7,
             "polarity": 8, "phase": 9}
 
@@ -355,19 +356,29 @@ def reverberate(stems: np.ndarray, rirs: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- the chain
+def _filter_each(rng: np.random.Generator, stems: np.ndarray, prob: float, draw) -> np.ndarray:
+    """Stems ``(K, L)``, each filtered with probability ``prob`` by the second-order sections
+    ``draw(rng)``; the sections are drawn for every stem, filtered or not, so the draws never
+    depend on ``prob``."""
+    out = []
+    for stem in stems:
+        apply = rng.random() < prob
+        sos = draw(rng)
+        out.append(signal.sosfilt(sos, stem).astype(np.float32) if apply else stem)
+    return np.stack(out)  # (K, L)
+
+
 class Augmenter:
     """Applies :class:`AugmentConfig` to the items of a :class:`DynamicMixDataset`.
 
-    Order: speed (on reading) → EQ → polarity → phase → reverberation → gains/level (``mix_stems``) → noise →
-    band limit → peak limit → μ-law. Call :meth:`generators` once per item, then
+    Order: speed (on reading) → EQ → polarity → phase → reverberation → gains/level
+    (``mix_stems``) → noise → band limit → peak limit → μ-law. Call :meth:`generators` once per item, then
     :meth:`speed_factors`, :meth:`sources`, :meth:`levels` and :meth:`channel` in that order.
     """
 
     def __init__(self, cfg: AugmentConfig, sample_rate: int = 8000,
                  root: str | Path | None = None, bank: RirBank | None = None):
-        probs = {name: getattr(cfg, name) for name in
-                 ("speed_prob", "eq_prob", "reverb_prob", "gain_prob", "noise_prob",
-                  "band_prob", "codec_prob", "polarity_prob", "phase_prob")}
+        probs = {name: getattr(cfg, name) for name in PROBS}
         bad = [f"{k}={v}" for k, v in probs.items() if not 0.0 <= v <= 1.0]
         if bad:
             raise ValueError(f"augment probabilities must lie in [0, 1]; got {', '.join(bad)}")
@@ -393,10 +404,7 @@ class Augmenter:
     @property
     def active(self) -> bool:
         """False when every probability is 0: the dataset then skips augmentation entirely."""
-        c = self.cfg
-        return any(p > 0 for p in (c.speed_prob, c.eq_prob, c.reverb_prob, c.gain_prob,
-                                   c.noise_prob, c.band_prob, c.codec_prob, c.polarity_prob,
-                                   c.phase_prob))
+        return any(getattr(self.cfg, name) > 0 for name in PROBS)
 
     @staticmethod
     def generators(seed: int, index: int) -> dict[str, np.random.Generator]:
@@ -421,24 +429,14 @@ class Augmenter:
         stems = np.asarray(stems, dtype=np.float32)
         K = stems.shape[0]
         if c.eq_prob > 0:
-            rng = rngs["eq"]
-            out = []
-            for k in range(K):
-                apply = rng.random() < c.eq_prob
-                sos = random_eq(rng, self.sample_rate, c.eq_max_db)
-                out.append(signal.sosfilt(sos, stems[k]).astype(np.float32) if apply else stems[k])
-            stems = np.stack(out)  # (K, L)
+            stems = _filter_each(rngs["eq"], stems, c.eq_prob,
+                                 lambda rng: random_eq(rng, self.sample_rate, c.eq_max_db))
         if c.polarity_prob > 0:
             flip = rngs["polarity"].random(K) < c.polarity_prob  # (K,)
             stems = np.where(flip[:, None], -stems, stems)
         if c.phase_prob > 0:
-            rng = rngs["phase"]
-            out = []
-            for k in range(K):
-                apply = rng.random() < c.phase_prob
-                sos = random_allpass(rng, self.sample_rate)
-                out.append(signal.sosfilt(sos, stems[k]).astype(np.float32) if apply else stems[k])
-            stems = np.stack(out)  # (K, L)
+            stems = _filter_each(rngs["phase"], stems, c.phase_prob,
+                                 lambda rng: random_allpass(rng, self.sample_rate))
         if c.reverb_prob > 0 and rngs["reverb"].random() < c.reverb_prob:
             rng, bank = rngs["reverb"], self.bank
             room = int(rng.integers(bank.n_rooms))
