@@ -115,6 +115,41 @@ def test_export_set_changes_settings_that_keep_the_weights(tiny_checkpoint, tmp_
     assert "do not match its config with model.n_filters=8" in capsys.readouterr().err
 
 
+def test_export_of_several_checkpoints_averages_their_weights(tiny_checkpoint, tmp_path, capsys):
+    from lvbd.cli import main
+    from lvbd.models import build_model
+
+    cfg, state, _ = load_checkpoint(tiny_checkpoint)
+    paths = []
+    for step, seed in ((100, 1), (200, 2), (300, 3)):
+        torch.manual_seed(seed)
+        paths.append(save_checkpoint(tmp_path / f"s{step}.safetensors", build_model(cfg.model), cfg,
+                                     step))
+    assert main(["export", *map(str, paths), str(tmp_path / "avg"), "-q"]) == 0
+    _, avg, info = load_checkpoint(tmp_path / "avg.safetensors")
+    states = [load_checkpoint(p)[1] for p in paths]
+    assert info["step"] == 300 and info["extra"]["averaged_steps"] == [100, 200, 300]
+    assert json.loads((tmp_path / "avg.json").read_text())["provenance"]["source"] == [
+        "s100.safetensors", "s200.safetensors", "s300.safetensors"]
+    for key, value in avg.items():  # the mean, weight by weight
+        torch.testing.assert_close(value, (states[0][key] + states[1][key] + states[2][key]) / 3)
+    assert not all(torch.equal(avg[k], states[0][k]) for k in avg)  # the seeds gave other weights
+    # one checkpoint twice is that checkpoint
+    assert main(["export", str(paths[0]), str(paths[0]), str(tmp_path / "same"), "-q"]) == 0
+    same = load_checkpoint(tmp_path / "same.safetensors")[1]
+    assert all(torch.equal(same[k], states[0][k]) for k in same)
+    # another architecture: one line, nothing written
+    cfg.model.n_filters = 2 * cfg.model.n_filters
+    other = save_checkpoint(tmp_path / "other.safetensors", build_model(cfg.model), cfg, 5)
+    capsys.readouterr()
+    assert main(["export", str(paths[0]), str(other), str(tmp_path / "bad")]) != 0
+    err = capsys.readouterr().err
+    assert "cannot average" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.safetensors").exists()
+    assert main(["export", str(paths[0]), str(paths[1]), str(tmp_path / "g"), "--format", "onnx"]) != 0
+    assert "one checkpoint" in capsys.readouterr().err
+
+
 def test_read_header_gives_step_and_config_without_tensors(tiny_checkpoint, tmp_path):
     from lvbd.checkpoint import read_header
 

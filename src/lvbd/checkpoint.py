@@ -143,6 +143,33 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval(), cfg, info
 
 
+def average_models(paths: list[str | Path], overrides: list[str] | None = None):
+    """The model whose weights are the mean of the checkpoints ``paths`` (same model config; e.g.
+    the last checkpoints of one run: a cheap ensemble at no inference cost) → (model, cfg of the
+    last, info of the last with ``averaged_steps``). Float tensors are averaged in float64; any
+    other tensor must be equal in all."""
+    if not paths:
+        raise CheckpointError("no checkpoint to average")
+    loaded = [load_model(path, overrides=overrides) for path in paths]
+    model, cfg, info = loaded[-1]
+    for path, (_, other, _) in zip(paths, loaded):
+        if other.model != cfg.model:
+            raise CheckpointError(f"cannot average {path} with {paths[-1]}: other model config")
+    states = [m.state_dict() for m, _, _ in loaded]
+    mean = {}
+    for key, value in states[-1].items():
+        if value.is_floating_point():
+            mean[key] = (sum(s[key].double() for s in states) / len(states)).to(value.dtype)
+        elif all(torch.equal(s[key], value) for s in states):
+            mean[key] = value
+        else:
+            raise CheckpointError(f"cannot average {key}: a non-float tensor that differs")
+    model.load_state_dict(mean)
+    info = {**info, "extra": {**info["extra"],
+                              "averaged_steps": [i["step"] for _, _, i in loaded]}}
+    return model, cfg, info
+
+
 def inference_segment(cfg: Config) -> float:
     """Default inference segment of a model trained with ``cfg``: four times its training segment
     (8 s for the shipped model), with 1 s of overlap (``separate.default_overlap``). On validation

@@ -93,8 +93,9 @@ def _check_model_spec(spec: str) -> None:
                         f"existing checkpoint")
 
 
-def load_separator(spec: str, n_sources: int = 2):
-    """``oracle-irm|oracle-ibm|oracle-psm|mixture|default|PATH`` → separator object."""
+def load_separator(spec: str, n_sources: int = 2, flip: bool = False):
+    """``oracle-irm|oracle-ibm|oracle-psm|mixture|default|PATH`` → separator object; ``flip``:
+    a model also separates the negated input and averages (its name gets ``+flip``)."""
     from .models.baselines.oracle import BASELINES, get_baseline
 
     if spec in BASELINES:
@@ -102,7 +103,8 @@ def load_separator(spec: str, n_sources: int = 2):
     _check_model_spec(spec)
     from .separate import Separator
 
-    return ModelSeparator(Separator.load(spec), name="default" if spec == "default" else Path(spec).stem)
+    name = "default" if spec == "default" else Path(spec).stem
+    return ModelSeparator(Separator.load(spec, flip=flip), name=name + ("+flip" if flip else ""))
 
 
 def _as_separator(separator, n_sources: int):
@@ -338,6 +340,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated, from {','.join(METRICS)} (default: %(default)s)")
     parser.add_argument("--max-items", type=int, default=None, metavar="N",
                         help="score only the first N mixtures of each set")
+    parser.add_argument("--flip", action="store_true",
+                        help="a model also separates the negated mixture and averages the two "
+                             "(exactly odd in the input; twice the compute); results go to "
+                             "DIR/<model>+flip/")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="show only warnings and errors; no progress bar")
 
@@ -364,7 +370,10 @@ def run(args: argparse.Namespace) -> int:
     sets = _expand_sets(args.sets)
     from .models.baselines.oracle import BASELINES
 
-    model = None if args.model in BASELINES else load_separator(args.model)
+    flip = getattr(args, "flip", False)
+    if flip and args.model in BASELINES:
+        raise LvbdError(f"--flip: applies to a model, not to the baseline {args.model!r}")
+    model = None if args.model in BASELINES else load_separator(args.model, flip=flip)
     label = args.model if model is None else model.name
     out_dir = Path(args.out) / label
     progress = show_progress(args.quiet)

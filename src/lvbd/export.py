@@ -12,25 +12,32 @@ import json
 import logging
 from pathlib import Path
 
-from .checkpoint import load_model, save_checkpoint
+from .checkpoint import average_models, load_model, save_checkpoint
 from .errors import LvbdError
 from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
 
-def export_model(checkpoint: str | Path, out: str | Path, note: str = "",
+def export_model(checkpoint: str | Path | list, out: str | Path, note: str = "",
                  overrides: list[str] | None = None) -> Path:
     """Write ``out.safetensors`` and ``out.json``; return the safetensors path.
 
+    ``checkpoint``: one path, or a list of paths whose weights are averaged
+    (:func:`lvbd.checkpoint.average_models`; the config and step are the last one's).
     ``overrides`` (``section.key=value``) change settings that leave the weights as they are, e.g.
     ``model.memory_warm_start=false`` or ``model.iva_iters_test=2``; one that changes a weight's
     shape is an error."""
-    model, cfg, info = load_model(checkpoint, overrides=overrides)
+    paths = [Path(p) for p in checkpoint] if isinstance(checkpoint, (list, tuple)) else [Path(checkpoint)]
     out = Path(out).with_suffix("")
     if not out.parent.is_dir():
         raise LvbdError(f"output folder {out.parent} does not exist")
-    provenance = {"source": Path(checkpoint).name, "step": info["step"], **info["extra"],
+    if len(paths) == 1:
+        model, cfg, info = load_model(paths[0], overrides=overrides)
+    else:
+        model, cfg, info = average_models(paths, overrides=overrides)
+    source = paths[0].name if len(paths) == 1 else [p.name for p in paths]
+    provenance = {"source": source, "step": info["step"], **info["extra"],
                   "note": note, **({"overrides": list(overrides)} if overrides else {})}
     path = save_checkpoint(out.with_suffix(".safetensors"), model, cfg, info["step"],
                            extra=provenance)
@@ -53,8 +60,10 @@ def export_onnx_file(checkpoint: str | Path, out: str | Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a training checkpoint (.safetensors); with --format "
-                                           "onnx also 'default' (the shipped model)")
+    parser.add_argument("checkpoint", nargs="+",
+                        help="a training checkpoint (.safetensors); with --format onnx also "
+                             "'default' (the shipped model); several: their weights are averaged "
+                             "(e.g. the last checkpoints of one run; same model config)")
     parser.add_argument("out", help="output path without suffix, e.g. models/mine (onnx: "
                                     "OUT.onnx)")
     parser.add_argument("--note", default="", help="free text stored in the provenance")
@@ -70,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.format == "onnx":
-        path = export_onnx_file(args.checkpoint, args.out)
+        if len(args.checkpoint) > 1:
+            raise LvbdError("--format onnx: one checkpoint (export an averaged model first)")
+        path = export_onnx_file(args.checkpoint[0], args.out)
         log.info("wrote %s", path)
         return 0
     path = export_model(args.checkpoint, args.out, args.note, args.overrides)

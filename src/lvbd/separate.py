@@ -375,16 +375,24 @@ class Separator:
     >>> est = sep.separate(wav, sample_rate)        # Tensor (K, C, L) at the input rate
     >>> sep.separate_to_files("mix.flac", "out/mix")  # out/mix/source{k}.flac, constant memory
 
-    ``device=None`` (the constructor's default) keeps the model where it is.
+    ``device=None`` (the constructor's default) keeps the model where it is. ``flip=True`` also
+    separates the negated input and averages the two (:class:`lvbd.models.symmetric.FlipAverage`):
+    the output is then exactly odd in the input, at twice the compute.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: str | None = None,
                  segment: float | None = None, overlap: float | None = None, name: str = "model",
-                 context: float = 0.0):
+                 context: float = 0.0, flip: bool = False):
         if device is None:
             first = next(iter(model.parameters()), None)
             device = "cpu" if first is None else first.device
         self.device = resolve_device(device)
+        # flip: also separate −x and average (lvbd.models.symmetric): odd in the input, 2x compute
+        self.flip = bool(flip)
+        if self.flip:
+            from .models.symmetric import FlipAverage
+
+            model = FlipAverage(model)
         self.model = model.to(self.device).eval()
         self.cfg, self.name = cfg, name
         # default: the model's own (4x its training segment for a loaded checkpoint)
