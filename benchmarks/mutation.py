@@ -103,7 +103,8 @@ MODULES = {
         "tests/test_export_onnx.py::test_small_solve_follows_lhs_dtype_and_device")),
     "separate": ("src/lvbd/separate.py", ("tests/test_separate.py", "tests/test_robustness.py",
                                           "tests/test_shipped_model.py")),
-    "cli_separate": ("src/lvbd/cli_separate.py", ("tests/test_cli.py",
+    "cli_separate": ("src/lvbd/cli_separate.py", ("tests/test_cli_separate.py",
+                                                  "tests/test_cli.py",
                                                   "tests/test_shipped_model.py")),
 }
 

@@ -300,6 +300,8 @@ def test_unwritable_out_is_one_line(tmp_path, tiny_checkpoint, capsys, monkeypat
     (["-"], ["'-'", "--stream"]),                  # stdin needs --stream
     (["--stream", "-", "-"], ["'-'", "once"]),
     (["--flac", "--float32"], ["--flac --float32: ", "FLAC"]),
+    (["--mp3", "--int16"], ["--mp3 --int16: ", "MP3"]),    # MP3 has no sample-format choice
+    (["--mp3", "--int24"], ["--mp3 --int24: ", "MP3"]),
 ])
 def test_flag_errors_are_one_line(tmp_path, tiny_checkpoint, capsys, argv, words):
     out = tmp_path / "out"
@@ -431,6 +433,8 @@ def test_progress_bar_counts_seconds_of_the_file(tmp_path, tiny_checkpoint, caps
     ((desc, total, done),) = bars
     assert desc == "talk.wav" and total == pytest.approx(1.3) and done == pytest.approx(1.3)
     assert re.search(r"talk\.wav: .*\| 0\.0/1\.3 s \[", capsys.readouterr().err)
+    assert _run(src, "-o", tmp_path / "quiet", "--model", tiny_checkpoint, "-q") == 0
+    assert len(bars) == 1 and capsys.readouterr().err == ""  # -q: "no progress bars"
 
 
 # ------------------------------------------------------------------ --stream, stdin
@@ -480,3 +484,255 @@ def test_stream_from_stdin(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     assert _run("--stream", "-", src, "-o", tmp_path / "o2", "--model", tiny_checkpoint,
                 "-q") == 0
     assert {p.parent.name for p in (tmp_path / "o2").rglob("source1.wav")} == {"stdin", "x"}
+
+
+# ------------------------------------------------------------------ the flags themselves
+# README's synopsis of `lvbd separate` and `lvbd separate --help`: every flag and alias, its
+# documented values and defaults.
+def test_defaults_are_the_documented_ones():
+    args = _args()
+    assert (args.files, args.out, args.model, args.device) == (["x.wav"], "separated",
+                                                               "default", "auto")
+    assert (args.segment, args.overlap, args.context, args.low_latency) == (None, None, None,
+                                                                            False)
+    assert (args.clip_mode, args.format, args.bits) == ("rescale", "wav", None)
+    assert (args.force, args.jobs, args.stream) == (False, 1, False)
+    assert not getattr(args, "quiet", False)
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["-o", "d"], {"out": "d"}), (["--out", "d"], {"out": "d"}),
+    (["-n", "m.safetensors"], {"model": "m.safetensors"}),
+    (["--name", "m.safetensors"], {"model": "m.safetensors"}),
+    (["--model", "m.safetensors"], {"model": "m.safetensors"}),
+    (["-d", "cpu"], {"device": "cpu"}), (["--device", "cuda"], {"device": "cuda"}),
+    (["-d", "auto"], {"device": "auto"}),
+    (["--segment", "0.5"], {"segment": 0.5}), (["--overlap", "0.25"], {"overlap": 0.25}),
+    (["--context", "2"], {"context": 2.0}), (["--low-latency"], {"low_latency": True}),
+    (["--clip-mode", "rescale"], {"clip_mode": "rescale"}),
+    (["--clip-mode", "clamp"], {"clip_mode": "clamp"}),
+    (["--clip-mode", "none"], {"clip_mode": "none"}),
+    (["--format", "wav"], {"format": "wav"}), (["--format", "flac"], {"format": "flac"}),
+    (["--format", "mp3"], {"format": "mp3"}),
+    (["--flac"], {"format": "flac"}), (["--mp3"], {"format": "mp3"}),
+    (["--int16"], {"bits": "PCM_16"}), (["--int24"], {"bits": "PCM_24"}),
+    (["--float32"], {"bits": "FLOAT"}),
+    (["--force"], {"force": True}), (["-j", "2"], {"jobs": 2}), (["--jobs", "3"], {"jobs": 3}),
+    (["-q"], {"quiet": True}), (["--quiet"], {"quiet": True}), (["--stream"], {"stream": True}),
+])
+def test_every_documented_flag_sets_its_option(flags, expected):
+    args = _args(*flags)
+    assert {k: getattr(args, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize("flags", [
+    [], ["-d", "gpu"], ["--clip-mode", "soft"], ["--format", "ogg"], ["--flac", "--mp3"],
+    ["--int16", "--int24"], ["--segment", "short"], ["-j", "two"],
+])
+def test_values_outside_the_documented_choices_are_usage_errors(flags, capsys):
+    argv = ["separate", *flags] if not flags else ["separate", "x.wav", *flags]
+    with pytest.raises(SystemExit) as exc:
+        get_parser({"separate"}).parse_args(argv)
+    assert exc.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_the_options_are_exactly_the_documented_ones():
+    """README's synopsis and `lvbd separate --help`: these flags and aliases, no others."""
+    parser = get_parser({"separate"})
+    sub = next(a for a in parser._actions if a.dest == "command").choices["separate"]
+    flags = {s for action in sub._actions for s in action.option_strings}
+    assert flags == {
+        "-h", "--help", "-v", "--verbose", "-q", "--quiet", "-o", "--out", "-n", "--name",
+        "--model", "-d", "--device", "--segment", "--overlap", "--context", "--low-latency",
+        "--clip-mode", "--format", "--flac", "--mp3", "--int16", "--int24", "--float32",
+        "--force", "-j", "--jobs", "--stream"}
+
+
+# ------------------------------------------------------------------ -j
+def test_parallel_jobs_give_what_one_job_gives(tmp_path, tiny_checkpoint, capsys, caplog):
+    """-j 2, "files separated in parallel (one process each)": the same outputs, error line
+    and summary as -j 1, with the chunking flags reaching the workers; -q hides the
+    separated lines in both."""
+    a, b = _wav(tmp_path / "a.wav", seconds=1.3), _wav(tmp_path / "b.wav", seconds=0.7)
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    flags = ["--model", tiny_checkpoint, "--segment", "0.4", "--overlap", "0.25"]
+    runs = {}
+    for jobs, quiet in ((1, True), (2, True), (2, False)):
+        out = tmp_path / f"j{jobs}{'q' if quiet else ''}"
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lvbd.separate"):
+            assert _run(a, bad, b, "-o", out, *flags, "-j", jobs, *(["-q"] if quiet else [])) == 1
+        err = _error_lines(capsys)
+        assert err[0].startswith(f"lvbd: error: {bad}: ")
+        assert err[1:] == ["lvbd: 3 files: 2 separated, 0 skipped, 1 failed"]
+        infos = sorted(r.getMessage() for r in caplog.records
+                       if r.name == "lvbd.separate" and r.levelno == logging.INFO)
+        runs[jobs, quiet] = out, err, infos
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+            "tiny", "tiny/a", "tiny/a/.lvbd.json", "tiny/a/source1.wav", "tiny/a/source2.wav",
+            "tiny/b", "tiny/b/.lvbd.json", "tiny/b/source1.wav", "tiny/b/source2.wav"]
+    (one, err1, infos1), (two, err2, infos2) = runs[1, True], runs[2, True]
+    assert err1 == err2 and infos1 == infos2 == []
+    for p in one.rglob("source*.wav"):
+        assert p.read_bytes() == (two / p.relative_to(one)).read_bytes(), p
+    out, _, lines = runs[2, False]
+    assert [line.split(" (")[0] for line in lines] == [f"{a} -> {out / 'tiny' / 'a'}/",
+                                                       f"{b} -> {out / 'tiny' / 'b'}/"]
+    assert all("2 sources" in line for line in lines)
+
+
+# ------------------------------------------------------------------ --stream lines and formats
+def test_stream_line_states_duration_time_rtf_and_latency(tmp_path, tiny_checkpoint,
+                                                          monkeypatch):
+    """`(K sources, streamed D s in T s, RTF T/D, latency L ms)`; docs/streaming.md:
+    `--stream --low-latency` has 99.9 ms latency at the model's rate (clock as above)."""
+    clock = itertools.count(100.0, 1.0)
+    monkeypatch.setattr(cs, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    sep = cs.load_separator(str(tiny_checkpoint), "cpu", *cs.chunking(_args("--low-latency")))
+    src = _wav(tmp_path / "x.wav", seconds=0.5)
+    track = tmp_path / "out" / "tiny" / "x"
+    status, line = cs.separate_one(sep, cs.Job(src, track, "free"), "wav", "rescale", False,
+                                   None, {"model_sha256": SHA}, True, False)
+    assert status == "separated"
+    assert line == (f"{src} -> {track}/ (2 sources, streamed 0.5 s in 1.0 s, RTF 2.000, "
+                    f"latency 99.9 ms)")
+
+
+def test_stream_keeps_the_input_rate_and_channels(tmp_path, tiny_checkpoint):
+    """README: outputs at the input's rate, length and channel count, also with --stream;
+    docs/streaming.md: the stream equals offline separation with the same segmenting (here
+    a 16 kHz stereo file, not the model's 8 kHz)."""
+    src = tmp_path / "st.wav"
+    t = np.arange(12000) / 16000
+    sf.write(src, np.stack([0.3 * np.sin(2 * np.pi * 200 * t) + 0.1 * np.sin(2 * np.pi * 90 * t),
+                            0.2 * np.sin(2 * np.pi * 330 * t + 1)], axis=1), 16000)
+    flags = ["--model", tiny_checkpoint, "-q", "--segment", "0.3", "--overlap", "0.25",
+             "--float32"]
+    assert _run(src, "-o", tmp_path / "offline", *flags) == 0
+    assert _run(src, "-o", tmp_path / "stream", *flags, "--stream") == 0
+    for k in (1, 2):
+        streamed, rate = sf.read(str(tmp_path / "stream" / "tiny" / "st" / f"source{k}.wav"))
+        offline, _ = sf.read(str(tmp_path / "offline" / "tiny" / "st" / f"source{k}.wav"))
+        assert rate == 16000 and streamed.shape == (12000, 2)
+        np.testing.assert_allclose(streamed, offline, atol=1e-5)
+
+
+def test_stream_folder_without_audio_fails_alone(tmp_path, tiny_checkpoint, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    src = _wav(tmp_path / "x.wav")
+    out = tmp_path / "out"
+    assert _run(empty, src, "-o", out, "--model", tiny_checkpoint, "-q", "--stream") == 1
+    err = _error_lines(capsys)
+    assert f"lvbd: error: {empty}: no audio files in folder {empty}" in err
+    assert "lvbd: 2 files: 1 separated, 0 skipped, 1 failed" in err
+
+
+def test_stdin_line_summary_and_existing_folder(tmp_path, tiny_checkpoint, monkeypatch, capsys,
+                                               caplog):
+    """docs/streaming.md: `-` goes to OUT/MODEL/stdin/; an existing folder without outputs is
+    used (as for files); the line names `stdin` and the summary counts it as separated."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(8000, dtype=np.float32) + 0.1, 8000, format="WAV", subtype="PCM_16")
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(buf.getvalue())))
+    out = tmp_path / "out"
+    track = out / "tiny" / "stdin"
+    track.mkdir(parents=True)
+    (track / "notes.txt").write_text("mine")
+    with caplog.at_level(logging.INFO, logger="lvbd.separate"):
+        assert _run("--stream", "-", "-o", out, "--model", tiny_checkpoint) == 0
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "lvbd.separate"]
+    assert line.startswith(f"stdin -> {track}/ (2 sources, streamed 1.0 s in ")
+    assert _error_lines(capsys) == ["lvbd: 1 files: 1 separated, 0 skipped, 0 failed"]
+    assert sorted(p.name for p in track.iterdir()) == ["notes.txt", "source1.wav",
+                                                       "source2.wav"]
+
+
+
+# ------------------------------------------------------------------ failures leave nothing
+def test_failed_write_leaves_no_empty_folder_above_out(tmp_path, tiny_checkpoint, capsys,
+                                                       monkeypatch):
+    """README: "a failed run leaves no empty folder", also where -o names folders that do not
+    exist yet and the failure comes after the output folder was made (disk full, simulated)."""
+    from lvbd import audio
+
+    def full(self, block):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(audio.StreamWriter, "write", full)
+    src = _wav(tmp_path / "x.wav")
+    out = tmp_path / "new" / "deep" / "out"
+    assert _run(src, "-o", out, "--model", tiny_checkpoint, "-q") == 1
+    assert _error_lines(capsys) == [
+        f"lvbd: error: {src}: cannot write to {out / 'tiny' / 'x'}: {os.strerror(errno.ENOSPC)}",
+        "lvbd: 1 files: 0 separated, 0 skipped, 1 failed"]
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_missing_model_is_one_line_naming_it(tmp_path, capsys):
+    """A checkpoint that is not there: one line naming --model and the path, before any work
+    (also with chunking flags given)."""
+    src = _wav(tmp_path / "x.wav")
+    missing = tmp_path / "no.safetensors"
+    out = tmp_path / "out"
+    assert _run(src, "-o", out, "--model", missing, "--segment", "0.5", "-d", "cpu") == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("lvbd: error: --model: ") and str(missing) in line
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ -d, -j: where the work runs
+def test_device_cpu_is_kept_where_auto_would_pick_a_gpu(tmp_path, tiny_checkpoint, monkeypatch):
+    """-d cpu: the model runs on the CPU also on a machine with a GPU (simulated: `auto` would
+    pick CUDA there), in this process and in the -j workers."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cs.load_separator(str(tiny_checkpoint), "cpu", None, None).device.type == "cpu"
+    a, b = _wav(tmp_path / "a.wav"), _wav(tmp_path / "b.wav")
+    for jobs in (1, 2):
+        out = tmp_path / f"out{jobs}"
+        assert _run(a, b, "-o", out, "--model", tiny_checkpoint, "-d", "cpu", "-q",
+                    "-j", jobs) == 0
+        assert len(list(out.rglob("source*.wav"))) == 4
+
+
+def test_jobs_decide_which_process_separates(tmp_path, tiny_checkpoint, monkeypatch, caplog):
+    """--help: -j N separates files in parallel, one process each (a pool of N); -j 1, a
+    single file, and --stream (one at a time: a live input) stay in this process."""
+    from concurrent import futures
+
+    real, pools = cs.separate_one, []
+
+    def where(*args, **kwargs):  # runs in the worker after a fork: reports its process
+        status, line = real(*args, **kwargs)
+        return status, f"{line} pid={os.getpid()}"
+
+    class Pool(futures.ProcessPoolExecutor):
+        def __init__(self, max_workers=None, **kwargs):
+            pools.append(max_workers)
+            super().__init__(max_workers, **kwargs)
+
+    monkeypatch.setattr(cs, "separate_one", where)
+    monkeypatch.setattr(futures, "ProcessPoolExecutor", Pool)
+    a, b = _wav(tmp_path / "a.wav", seconds=0.5), _wav(tmp_path / "b.wav", seconds=0.5)
+    me = f"pid={os.getpid()}"
+    for n, (files, flags, here) in enumerate([
+            ([a, b], ["-j", "1"], True), ([a], ["-j", "2"], True),
+            ([a, b], ["-j", "2", "--stream"], True), ([a, b], ["-j", "2"], False)]):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lvbd.separate"):
+            assert _run(*files, "-o", tmp_path / f"o{n}", "--model", tiny_checkpoint,
+                        *flags) == 0
+        lines = [r.getMessage() for r in caplog.records if r.name == "lvbd.separate"]
+        assert len(lines) == len(files)
+        assert all(line.endswith(me) == here for line in lines), (flags, lines)
+    assert pools == [2]
+
+
+def test_quiet_parallel_jobs_draw_no_progress_bars(tmp_path, tiny_checkpoint, capfd):
+    """-q: "no progress bars", also from the -j workers (whose stderr is this one's)."""
+    a, b = _wav(tmp_path / "a.wav"), _wav(tmp_path / "b.wav")
+    assert _run(a, b, "-o", tmp_path / "out", "--model", tiny_checkpoint, "-q", "-j", "2") == 0
+    assert capfd.readouterr().err == ""

@@ -239,16 +239,15 @@ def _check_out(out: Path) -> None:
         raise LvbdError(f"cannot create output folder {out}: Permission denied")
 
 
-def _missing_dirs(tracks: list[Path], out: Path) -> list[Path]:
-    """Folders from ``out`` down to each track's parent that do not exist yet (deepest first)."""
+def _missing_dirs(tracks: list[Path]) -> list[Path]:
+    """Folders above each track that do not exist yet, up to the first existing one (``-o``
+    may name folders above OUT that do not exist either), deepest first."""
     missing: set[Path] = set()
     for track in tracks:
         for folder in [track.parent, *track.parent.parents]:
             if folder.exists():
                 break
             missing.add(folder)
-            if folder == out:
-                break
     return sorted(missing, key=lambda p: len(p.parts), reverse=True)
 
 
@@ -430,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
     if stdin:
         planned.append(_stdin_job(out / name, model_sha, args.force))
     jobs = [j for j in planned if isinstance(j, Job)]
-    created = _missing_dirs([j.track for j in jobs], out)
+    created = _missing_dirs([j.track for j in jobs])
     options = (args.format, args.clip_mode, args.force, args.bits, model, stream)
     quiet = getattr(args, "quiet", False)
     results: list[tuple[str, str]] = []
