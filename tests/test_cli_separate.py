@@ -496,7 +496,7 @@ def test_defaults_are_the_documented_ones():
     assert (args.segment, args.overlap, args.context, args.low_latency) == (None, None, None,
                                                                             False)
     assert (args.clip_mode, args.format, args.bits) == ("rescale", "wav", None)
-    assert (args.force, args.jobs, args.stream) == (False, 1, False)
+    assert (args.force, args.jobs, args.stream, args.flip) == (False, 1, False, False)
     assert not getattr(args, "quiet", False)
 
 
@@ -519,6 +519,7 @@ def test_defaults_are_the_documented_ones():
     (["--float32"], {"bits": "FLOAT"}),
     (["--force"], {"force": True}), (["-j", "2"], {"jobs": 2}), (["--jobs", "3"], {"jobs": 3}),
     (["-q"], {"quiet": True}), (["--quiet"], {"quiet": True}), (["--stream"], {"stream": True}),
+    (["--flip"], {"flip": True}),
 ])
 def test_every_documented_flag_sets_its_option(flags, expected):
     args = _args(*flags)
@@ -545,7 +546,39 @@ def test_the_options_are_exactly_the_documented_ones():
         "-h", "--help", "-v", "--verbose", "-q", "--quiet", "-o", "--out", "-n", "--name",
         "--model", "-d", "--device", "--segment", "--overlap", "--context", "--low-latency",
         "--clip-mode", "--format", "--flac", "--mp3", "--int16", "--int24", "--float32",
-        "--force", "-j", "--jobs", "--stream"}
+        "--force", "-j", "--jobs", "--stream", "--flip"}
+
+
+# ------------------------------------------------------------------ --flip
+def test_flip_outputs_are_the_flip_average_in_their_own_folder(tmp_path, tiny_checkpoint):
+    """--flip: OUT/MODEL+flip/TRACK/ holds Separator(flip=True)'s result (one 16-bit step), in
+    every process of -j; the negated input gives the negated outputs; the plain folder stays."""
+    from lvbd.separate import Separator
+
+    a = _wav(tmp_path / "a.wav", seconds=1.3)
+    x, rate = sf.read(a, dtype="float32")
+    neg = tmp_path / "neg" / "a.wav"
+    neg.parent.mkdir()
+    sf.write(neg, -x, rate, subtype="PCM_16")
+    b = _wav(tmp_path / "b.wav", seconds=0.7)
+    flags = ["--model", tiny_checkpoint, "--segment", "0.4", "-q"]
+    assert _run(a, "-o", tmp_path / "plain", *flags) == 0
+    assert _run(a, b, "-o", tmp_path / "j1", "--flip", *flags) == 0
+    assert _run(a, b, "-o", tmp_path / "j2", "--flip", "-j", 2, *flags) == 0
+    assert _run(neg, "-o", tmp_path / "n", "--flip", *flags) == 0
+    assert sorted(p.name for p in (tmp_path / "j1").iterdir()) == ["tiny+flip"]
+    expected = Separator.from_checkpoint(tiny_checkpoint, device="cpu", segment=0.4,
+                                         flip=True).separate(x, rate)[:, 0].numpy()
+    plain = np.stack([sf.read(tmp_path / "plain" / "tiny" / "a" / f"source{k}.wav")[0]
+                      for k in (1, 2)])
+    for run in ("j1", "j2"):
+        got = np.stack([sf.read(tmp_path / run / "tiny+flip" / "a" / f"source{k}.wav")[0]
+                        for k in (1, 2)])
+        assert np.abs(got - expected).max() <= 1 / 32768 + 1e-7, run
+    assert np.abs(plain - expected).max() > 1e-3  # the untrained model is not odd by itself
+    negated = np.stack([sf.read(tmp_path / "n" / "tiny+flip" / "a" / f"source{k}.wav")[0]
+                        for k in (1, 2)])
+    assert min(np.abs(negated + expected).max(), np.abs(negated[::-1] + expected).max()) <= 2e-4
 
 
 # ------------------------------------------------------------------ -j

@@ -85,6 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pieces of 0.1 s without overlap, each seen with 1 s of past "
                              "input: with --stream, 99.9 ms latency at the model's rate "
                              "(explicit --segment/--overlap/--context win; docs/streaming.md)")
+    parser.add_argument("--flip", action="store_true",
+                        help="also separate the negated input and average the two: the output "
+                             "no longer depends on the input's polarity; twice the compute. "
+                             "Outputs go to DIR/MODEL+flip/")
     parser.add_argument("--clip-mode", default="rescale", choices=CLIP_MODES,
                         help="outputs that would exceed full scale: rescale all sources of the "
                              "file together, clamp each sample, or none (writes float WAV)")
@@ -290,7 +294,7 @@ def chunking(args: argparse.Namespace) -> tuple[float | None, float | None, floa
 
 
 def load_separator(model: str, device: str, segment: float | None, overlap: float | None,
-                   context: float = 0.0):
+                   context: float = 0.0, flip: bool = False):
     from .separate import Separator, resolve_device
 
     try:
@@ -299,7 +303,7 @@ def load_separator(model: str, device: str, segment: float | None, overlap: floa
         raise LvbdError(f"--device: {err}") from None
     try:
         return Separator.load(model, device=device, segment=segment, overlap=overlap,
-                              context=context)
+                              context=context, flip=flip)
     except LvbdError as err:
         raise LvbdError(f"--model: {err}") from None
 
@@ -376,11 +380,11 @@ def _stream_one(sep, job: Job, fmt: str, clip_mode: str, bits: str | None,
         f"{live.latency_seconds * 1000:.1f} ms)")
 
 
-def _init_worker(model, device, chunks, threads):
+def _init_worker(model, device, settings, threads):
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER["sep"] = load_separator(model, device, *chunks)
+    _WORKER["sep"] = load_separator(model, device, *settings)
 
 
 def _attempt(sep, job: Job, options: tuple, progress: bool) -> tuple[str, str]:
@@ -421,9 +425,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_out(out)
     name, model_path, model_sha = model_identity(args.model)
-    chunks = chunking(args)
+    flip = getattr(args, "flip", False)
+    settings = (*chunking(args), flip)  # load_separator's segment, overlap, context, flip
+    if flip:
+        name += "+flip"  # other outputs than the plain model's: their own folder
     if model_path is None:
-        load_separator(args.model, args.device, *chunks)  # the error
+        load_separator(args.model, args.device, *settings)  # the error
     model = {"model": name, "model_file": str(model_path.resolve()), "model_sha256": model_sha}
     planned = plan_jobs(inputs, out / name, model_sha, args.force)
     if stdin:
@@ -439,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
                 results.append(("failed", item))
                 _report(*results[-1], quiet)
         if args.jobs == 1 or len(jobs) <= 1 or stream:  # --stream: one at a time (stdin)
-            sep = load_separator(args.model, args.device, *chunks) if jobs else None
+            sep = load_separator(args.model, args.device, *settings) if jobs else None
             progress = show_progress(quiet)
             for job in jobs:
                 results.append(_attempt(sep, job, options, progress))
@@ -448,10 +455,10 @@ def run(args: argparse.Namespace) -> int:
             import torch
             from concurrent.futures import ProcessPoolExecutor
 
-            load_separator(args.model, args.device, *chunks)  # fail fast
+            load_separator(args.model, args.device, *settings)  # fail fast
             threads = max(1, torch.get_num_threads() // args.jobs)
             with ProcessPoolExecutor(args.jobs, initializer=_init_worker,
-                                     initargs=(args.model, args.device, chunks, threads)) as pool:
+                                     initargs=(args.model, args.device, settings, threads)) as pool:
                 for res in pool.map(_work, [(job, options) for job in jobs]):
                     results.append(res)
                     _report(*res, quiet)
