@@ -1,6 +1,9 @@
 """lvbd.models.symmetric.FlipAverage: sign-flip averaging, against closed forms and a real model."""
+from pathlib import Path
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from torch import nn
 
@@ -9,7 +12,14 @@ from lvbd.models.output import SeparationOutput
 from lvbd.models.symmetric import FlipAverage, match_sources
 from lvbd.separate import Separator
 
-from conftest import speechlike
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example(name: str, seconds: float) -> np.ndarray:
+    """The first ``seconds`` of examples/NAME.wav (8 kHz real speech), float32 (L,)."""
+    wav, rate = sf.read(EXAMPLES / f"{name}.wav", dtype="float32")
+    assert rate == 8000
+    return wav[:int(seconds * rate)]
 
 
 class Polar(nn.Module):
@@ -36,9 +46,8 @@ class Polar(nn.Module):
 
 
 def sources(length: int = 4000):
-    s = torch.from_numpy(speechlike(length / 8000, 8000, seed=3)[0]).double()
-    s2 = torch.from_numpy(speechlike(length / 8000, 8000, seed=4)[0]).double()
-    return s, s2
+    return (torch.from_numpy(example("mix_s1", length / 8000)).double(),
+            torch.from_numpy(example("mix_s2", length / 8000)).double())
 
 
 def test_flip_average_closed_form():
@@ -87,7 +96,11 @@ def test_flip_average_delegates_attributes(tiny_checkpoint):
 
 @pytest.mark.parametrize("rate", [8000, 16000])
 def test_separator_flip_exactly_odd_and_adds_up(tiny_checkpoint, rate, single_thread):
-    x = speechlike(3.0, rate, seed=5)[0] * 0.5
+    x = example("mix", 3.0)
+    if rate != 8000:
+        from lvbd.audio import resample
+
+        x = resample(x, 8000, rate)
     plain = Separator.from_checkpoint(tiny_checkpoint, device="cpu", segment=1.0)
     flip = Separator.from_checkpoint(tiny_checkpoint, device="cpu", segment=1.0, flip=True)
     a, b = flip.separate(x, rate)[:, 0].numpy(), flip.separate(-x, rate)[:, 0].numpy()
@@ -101,7 +114,7 @@ def test_separator_flip_exactly_odd_and_adds_up(tiny_checkpoint, rate, single_th
 
 
 def test_stream_with_flip_is_exactly_odd(tiny_checkpoint, single_thread):
-    x = speechlike(2.0, 8000, seed=6)[0] * 0.5
+    x = example("mix", 2.0)
     sep = Separator.from_checkpoint(tiny_checkpoint, device="cpu", flip=True)
 
     def streamed(wav):
