@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["hungarian", "hungarian_batch", "sinkhorn", "log_sinkhorn", "check_square"]
+__all__ = ["hungarian", "hungarian_batch", "match_by_correlation", "sinkhorn", "log_sinkhorn",
+           "check_square"]
 
 
 def check_square(C: Tensor, name: str) -> None:
@@ -48,6 +49,14 @@ def hungarian_batch(C: Tensor) -> Tensor:
     cost = np.nan_to_num(cost, nan=np.inf, posinf=1e30, neginf=-1e30)
     perm = np.stack([hungarian(c) for c in cost])  # (B, K)
     return torch.as_tensor(perm, dtype=torch.long, device=C.device)
+
+
+def match_by_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """perm (B, K): b[i, perm[i, k]] is the column that best matches a[i, k] (Hungarian on the
+    normalised correlations ⟨a_k, b_j⟩ / (‖a_k‖‖b_j‖)); a (B, K, L), b (B, K_b >= K, L)."""
+    score = torch.einsum("bkl,bjl->bkj", a, b)  # (B, K, K_b)
+    norms = a.norm(dim=-1)[:, :, None] * b.norm(dim=-1)[:, None, :] + 1e-12
+    return hungarian_batch(-score / norms)
 
 
 def log_sinkhorn(Z: Tensor, n_iter: int) -> Tensor:

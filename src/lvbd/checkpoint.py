@@ -150,12 +150,12 @@ def average_models(paths: list[str | Path], overrides: list[str] | None = None):
     other tensor must be equal in all."""
     if not paths:
         raise CheckpointError("no checkpoint to average")
-    loaded = [load_model(path, overrides=overrides) for path in paths]
-    model, cfg, info = loaded[-1]
-    for path, (_, other, _) in zip(paths, loaded):
-        if other.model != cfg.model:
+    model, cfg, info = load_model(paths[-1], overrides=overrides)
+    loaded = [load_checkpoint(path) for path in paths]
+    for path, (other, _, _) in zip(paths, loaded):
+        if other.model != loaded[-1][0].model:
             raise CheckpointError(f"cannot average {path} with {paths[-1]}: other model config")
-    states = [m.state_dict() for m, _, _ in loaded]
+    states = [state for _, state, _ in loaded]
     mean = {}
     for key, value in states[-1].items():
         if value.is_floating_point():
@@ -165,8 +165,7 @@ def average_models(paths: list[str | Path], overrides: list[str] | None = None):
         else:
             raise CheckpointError(f"cannot average {key}: a non-float tensor that differs")
     model.load_state_dict(mean)
-    info = {**info, "extra": {**info["extra"],
-                              "averaged_steps": [i["step"] for _, _, i in loaded]}}
+    info = {**info, "extra": {**info["extra"], "averaged_steps": [i["step"] for _, _, i in loaded]}}
     return model, cfg, info
 
 

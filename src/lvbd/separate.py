@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import audio
-from .assignment import hungarian
+from .assignment import match_by_correlation
 from .checkpoint import load_model
 from .config import Config
 from .errors import LvbdError
@@ -224,10 +224,9 @@ def source_orders(est: np.ndarray, previous: np.ndarray, x: np.ndarray, first: b
 
 def _best_order(est: np.ndarray, prev: np.ndarray) -> np.ndarray:
     """Permutation of ``est`` (K, n) that best matches ``prev`` (K, n) by correlation."""
-    est, prev = est.astype(np.float64), prev.astype(np.float64)  # no overflow near float32 max
-    score = prev @ est.T  # (K, K): score[i, j] = <prev_i, est_j>
-    norms = np.linalg.norm(prev, axis=1)[:, None] * np.linalg.norm(est, axis=1)[None] + 1e-12
-    return hungarian(score / norms, maximize=True)
+    est, prev = (torch.from_numpy(np.asarray(v, dtype=np.float64))[None]  # no overflow near
+                 for v in (est, prev))                                       # float32 max
+    return match_by_correlation(prev, est)[0].numpy()
 
 
 def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:

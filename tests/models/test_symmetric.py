@@ -7,9 +7,10 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from lvbd.assignment import match_by_correlation
 from lvbd.checkpoint import load_model
 from lvbd.models.output import SeparationOutput
-from lvbd.models.symmetric import FlipAverage, match_sources
+from lvbd.models.symmetric import FlipAverage
 from lvbd.separate import Separator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -70,18 +71,18 @@ def test_flip_average_is_odd_in_the_input():
     s1, s2 = sources()
     f = FlipAverage(Polar(s1, s2))
     plus, minus = f((s1 + s2)[None]).estimates, f(-(s1 + s2)[None]).estimates
-    perm = match_sources(plus, -minus)[0]
+    perm = match_by_correlation(plus, -minus)[0]
     torch.testing.assert_close(minus[0, perm], -plus[0])  # f̄(−x) = −f̄(x) up to the order
     assert not torch.allclose(Polar(s1, s2)((s1 + s2)[None]).estimates[0, 1] * -1,
                               Polar(s1, s2)(-(s1 + s2)[None]).estimates[0, 0])  # the model is not
 
 
-def test_match_sources_per_batch_item():
+def test_match_by_correlation_per_batch_item():
     a = torch.randn(3, 3, 200, dtype=torch.float64)
     orders = [[2, 0, 1], [0, 1, 2], [1, 2, 0]]
     b = torch.stack([a[i, torch.tensor(o)] * torch.tensor([[2.0], [0.5], [3.0]], dtype=torch.float64)
                      for i, o in enumerate(orders)])  # b[i, o[k]] ∝ a[i, k]
-    perm = match_sources(a, b + 0.01 * torch.randn_like(b))
+    perm = match_by_correlation(a, b + 0.01 * torch.randn_like(b))
     for i, o in enumerate(orders):
         np.testing.assert_array_equal(perm[i].numpy(), np.argsort(o))
 

@@ -1,8 +1,8 @@
 """Sign-flip averaging at inference: a separator that is exactly odd in its input.
 
 A recording's polarity is arbitrary (the microphone, preamp or file format may invert it), so a
-separator should satisfy f(−x) = −f(x). A trained network only approximates that: the shipped v4
-weights lose 1.8 dB on the negated valid-all mixtures (docs/design.md "Polarity and phase").
+separator should satisfy f(−x) = −f(x). A trained network only approximates that: the weights of
+step 2,800 of the v4 run lose 1.8 dB on the negated valid-all mixtures (docs/results.md "v4 → v5").
 :class:`FlipAverage` runs the model on x and on −x, matches the negated second result's sources
 to the first's (best correlation, one permutation per batch item), and averages:
 
@@ -22,16 +22,9 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from ..assignment import hungarian_batch
+from ..assignment import match_by_correlation
 
-__all__ = ["FlipAverage", "match_sources"]
-
-
-def match_sources(a: Tensor, b: Tensor) -> Tensor:
-    """perm (B, K): b[i, perm[i]] best matches a[i] by normalised correlation; a, b (B, K, L)."""
-    an = a / (a.norm(dim=-1, keepdim=True) + 1e-12)
-    bn = b / (b.norm(dim=-1, keepdim=True) + 1e-12)
-    return hungarian_batch(-torch.einsum("bkl,bjl->bkj", an, bn))  # (B, K)
+__all__ = ["FlipAverage"]
 
 
 class FlipAverage(nn.Module):
@@ -55,7 +48,7 @@ class FlipAverage(nn.Module):
         out = self.model(mixture, state=plus)
         neg = self.model(-mixture, state=minus)
         a, b = out.estimates, -neg.estimates  # (B, K, L)
-        perm = match_sources(a, b)  # (B, K)
+        perm = match_by_correlation(a, b)  # (B, K)
         rows = torch.arange(a.shape[0], device=a.device)[:, None]
         estimates = 0.5 * (a + b[rows, perm])
         confidence = out.confidence
