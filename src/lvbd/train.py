@@ -199,7 +199,8 @@ def _data(cfg: Config, step: int, rank: int, world: int):
                                   cfg.model.sample_rate, cfg.train.seed,
                                   cfg.train.steps * B * world, d.engines, augment=d.augment,
                                   speaker_fraction=d.speaker_fraction,
-                                  engine_shares=d.engine_shares)
+                                  engine_shares=d.engine_shares,
+                                  same_speaker_prob=d.same_speaker_prob)
     valid = list(FixedValidSet(d.root, d.valid_items, cfg.model.n_sources,
                                d.valid_segment_seconds, cfg.model.sample_rate,
                                cfg.train.seed + 10_000, d.engines,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from lvbd.data.datasets import DynamicMixDataset, FixedValidSet, speaker_weights
@@ -124,6 +125,57 @@ def test_engine_shares_config_key(tmp_path):
     assert cfg.data.engine_shares == {"asterisk": 0.25, "flite": 1.0}
     with pytest.raises(ConfigError, match="mapping of names to numbers"):
         load_config(None, ["data.engine_shares=[asterisk]"])
+
+
+def test_same_speaker_items(fake_corpus):
+    """same_speaker_prob=0.5: about half the items (2000 plans, binomial SD 0.011) are two
+    different clips of one speaker, the second at a speed 1.1–1.25 (or its inverse); the
+    others are exactly the items without the option, and the audio is the clip resampled."""
+    from scipy import signal
+
+    plain = DynamicMixDataset(fake_corpus, "train", 2, 1.0, 8000, seed=3, length=2000,
+                              engines=None)
+    same = DynamicMixDataset(fake_corpus, "train", 2, 1.0, 8000, seed=3, length=2000,
+                             engines=None, same_speaker_prob=0.5)
+    plans = [same.plan(i) for i in range(2000)]
+    doubled = [i for i, p in enumerate(plans) if p.speeds]
+    assert len(doubled) / 2000 == pytest.approx(0.5, abs=0.04)
+    faster = 0
+    for i, p in enumerate(plans):
+        if not p.speeds:
+            assert p == plain.plan(i)
+            continue
+        assert p.speakers[0] == p.speakers[1] and p.paths[0] != p.paths[1]
+        assert p.speeds[0] == 1
+        f = float(p.speeds[1])
+        assert 1.1 - 0.03 <= f <= 1.25 + 0.03 or 1 / 1.25 - 0.03 <= f <= 1 / 1.1 + 0.03
+        faster += f > 1
+    assert faster / len(doubled) == pytest.approx(0.5, abs=0.06)
+    assert all(torch.equal(same[i], plain[i]) for i in range(40) if not plans[i].speeds)
+
+    i = doubled[0]
+    p, stems = plans[i], same[i].numpy().astype(np.float64)
+    for k in range(2):  # independent reference: soundfile + resample_poly
+        wav, _ = sf.read(fake_corpus / p.paths[k], dtype="float64")
+        part = wav[p.offsets[k]:p.offsets[k] + int(np.ceil(8000 * p.speeds[k])) + 1]
+        ref = signal.resample_poly(part, p.speeds[k].denominator, p.speeds[k].numerator)
+        ref = np.pad(ref, (0, max(0, 8000 - len(ref))))[:8000]
+        cos = stems[k] @ ref / np.linalg.norm(stems[k]) / np.linalg.norm(ref)
+        assert cos > 0.999
+    wav, _ = sf.read(fake_corpus / p.paths[1], dtype="float64")  # the unsped clip is not it
+    unsped = wav[p.offsets[1]:p.offsets[1] + 8000]
+    assert abs(stems[1][:len(unsped)] @ unsped) / np.linalg.norm(stems[1]) \
+        / np.linalg.norm(unsped) < 0.9
+    for bad in (-0.1, 1.5):
+        with pytest.raises(LvbdError, match="same_speaker_prob"):
+            DynamicMixDataset(fake_corpus, "train", 2, 1.0, engines=None, same_speaker_prob=bad)
+
+
+def test_same_speaker_prob_config_key():
+    from lvbd.config import load_config
+
+    assert load_config(None, []).data.same_speaker_prob == 0.0
+    assert load_config(None, ["data.same_speaker_prob=0.2"]).data.same_speaker_prob == 0.2
 
 
 def test_fixed_valid_set_is_deterministic_and_cached(fake_corpus):

@@ -14,6 +14,7 @@ import csv
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,14 @@ from torch.utils.data import Dataset
 from ..audio import AudioError, load, resample
 from ..config import AugmentConfig
 from ..errors import LvbdError
-from .augment import Augmenter, speed_perturb
+from .augment import Augmenter, random_speed, speed_perturb
 from .corpus import read_manifest
 from .mixing import crop_or_pad, mix_stems, random_gains_db, random_offset
 
 LEVEL_RANGE_DB = (-35.0, -15.0)
 SPEAKER_SUBSET_SEED = 0
+SAME_SPEAKER_STREAM = 2000          # seeds (seed, index, stream) of the same-speaker draws
+SAME_SPEAKER_SPEED = (1.1, 1.25)    # the other copies of a same-speaker item: this much faster or slower
 
 
 def speaker_subset(speakers, fraction: float) -> list[str]:
@@ -88,6 +91,7 @@ class MixPlan:
     offsets: tuple[int, ...]
     gains_db: tuple[float, ...]
     level_db: float
+    speeds: tuple[Fraction, ...] = ()  # per source, before any augmentation; () = all 1
 
 
 class DynamicMixDataset(Dataset):
@@ -100,6 +104,14 @@ class DynamicMixDataset(Dataset):
     (:func:`speaker_weights`). ``speaker_fraction`` < 1 keeps only the speakers of
     :func:`speaker_subset`.
 
+    ``same_speaker_prob``: the share of items whose K sources are K different utterances of
+    one speaker (drawn as above; one with fewer than K clips falls back to K speakers), every
+    source after the first played 1.1–1.25 times faster or slower (pitch and formants move
+    with it, :func:`~lvbd.data.augment.speed_perturb`): two voices of one sex, one accent and
+    one recording chain, as real pairs of the same sex are, which the few real training
+    speakers rarely give. Drawn from a generator of its own, so 0 gives the items of a dataset
+    without it.
+
     ``augment``: an :class:`AugmentConfig` (``None`` or all probabilities 0: no augmentation,
     items identical to the unaugmented ones). Its draws come from generators seeded by
     ``(seed, index, stream)``, apart from :meth:`plan`'s, so augmented items keep the same
@@ -111,7 +123,9 @@ class DynamicMixDataset(Dataset):
                  segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
                  length: int = 10000, engines: list[str] | tuple[str, ...] | None = ("espeak-ng",),
                  augment: AugmentConfig | None = None, speaker_fraction: float = 1.0,
-                 engine_shares: dict[str, float] | None = None):
+                 engine_shares: dict[str, float] | None = None, same_speaker_prob: float = 0.0):
+        if not 0 <= same_speaker_prob <= 1:
+            raise LvbdError(f"data.same_speaker_prob must be in [0, 1], got {same_speaker_prob}")
         if n_sources < 1 or segment_seconds <= 0 or length < 0 or sample_rate <= 0:
             raise ValueError(f"need n_sources >= 1, segment_seconds > 0, length >= 0 and "
                              f"sample_rate > 0; got {n_sources}, {segment_seconds}, {length}, "
@@ -120,6 +134,7 @@ class DynamicMixDataset(Dataset):
         self.split, self.n_sources, self.sample_rate = split, n_sources, sample_rate
         self.segment = round(segment_seconds * sample_rate)
         self.seed, self.length = seed, length
+        self.same_speaker_prob = same_speaker_prob
         self.engines = None if engines is None else tuple(engines)
         by_speaker: dict[str, list[tuple[str, int]]] = defaultdict(list)
         engine_of: dict[str, str] = {}
@@ -150,17 +165,30 @@ class DynamicMixDataset(Dataset):
         return self.length
 
     def plan(self, index: int) -> MixPlan:
-        """The speakers, clips, offsets and gains of item ``index`` (no audio read)."""
+        """The speakers, clips, offsets, gains and speeds of item ``index`` (no audio read)."""
+        K = self.n_sources
         rng = np.random.default_rng([self.seed, index])
-        chosen = rng.choice(len(self.speakers), self.n_sources, replace=False, p=self.weights)
-        paths, offsets = [], []
+        chosen = rng.choice(len(self.speakers), K, replace=False, p=self.weights)
+        picks = []  # (clip, offset) per source
         for s in chosen:
-            path, frames = self.clips[s][int(rng.integers(len(self.clips[s])))]
-            paths.append(path)
-            offsets.append(random_offset(rng, frames, self.segment))
-        gains = random_gains_db(rng, self.n_sources)
-        return MixPlan(tuple(self.speakers[s] for s in chosen), tuple(paths), tuple(offsets),
-                       tuple(float(g) for g in gains), float(rng.uniform(*LEVEL_RANGE_DB)))
+            c = int(rng.integers(len(self.clips[s])))
+            picks.append((c, random_offset(rng, self.clips[s][c][1], self.segment)))
+        gains = random_gains_db(rng, K)
+        level = float(rng.uniform(*LEVEL_RANGE_DB))
+        speeds = ()
+        if self.same_speaker_prob > 0:  # its own generator: the draws above stay as they were
+            same = np.random.default_rng([self.seed, index, SAME_SPEAKER_STREAM])
+            s = chosen[0]
+            if same.random() < self.same_speaker_prob and len(self.clips[s]) >= K:
+                chosen = np.full(K, s)
+                picks = [(int(c), random_offset(same, self.clips[s][c][1], self.segment))
+                         for c in same.choice(len(self.clips[s]), K, replace=False)]
+                faster = (random_speed(same, *SAME_SPEAKER_SPEED) for _ in range(K - 1))
+                speeds = (Fraction(1),) + tuple(f if same.random() < 0.5 else 1 / f
+                                                for f in faster)
+        return MixPlan(tuple(self.speakers[s] for s in chosen),
+                       tuple(self.clips[s][c][0] for s, (c, _) in zip(chosen, picks)),
+                       tuple(o for _, o in picks), tuple(float(g) for g in gains), level, speeds)
 
     def _read(self, path: str, offset: int, length: int | None = None) -> np.ndarray:
         """``length`` (default: the segment) samples of ``path`` from ``offset``, mono."""
@@ -178,23 +206,27 @@ class DynamicMixDataset(Dataset):
         wav = resample(wav.mean(axis=0), rate, self.sample_rate)
         return crop_or_pad(wav, length, offset)
 
+    def _source(self, path: str, offset: int, factor: Fraction) -> np.ndarray:
+        """One source: the segment of ``path`` from ``offset`` played ``factor`` times faster
+        (read long enough that a sped-up clip still fills the segment)."""
+        length = self.segment if factor == 1 else math.ceil(self.segment * factor) + 1
+        return speed_perturb(self._read(path, offset, length), factor)[:self.segment]
+
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
         plan = self.plan(index)
+        speeds = plan.speeds or (Fraction(1),) * self.n_sources
         if self.augment is None:
-            stems = np.stack([self._read(p, o) for p, o in zip(plan.paths, plan.offsets)])
+            stems = np.stack([self._source(p, o, f)
+                              for p, o, f in zip(plan.paths, plan.offsets, speeds)])
             stems, _ = mix_stems(stems, np.asarray(plan.gains_db), plan.level_db)  # (K, L)
             return torch.from_numpy(stems)
         aug, rngs = self.augment, self.augment.generators(self.seed, index)
-        stems = []
-        for path, offset, factor in zip(plan.paths, plan.offsets,
-                                        aug.speed_factors(rngs, self.n_sources)):
-            # read enough that the sped-up clip still fills the segment
-            length = self.segment if factor == 1 else math.ceil(self.segment * factor) + 1
-            wav = self._read(path, offset, length)
-            stems.append(speed_perturb(wav, factor)[:self.segment])
-        stems = aug.sources(rngs, np.stack(stems))  # (K, L)
+        factors = aug.speed_factors(rngs, self.n_sources)
+        stems = np.stack([self._source(p, o, f * g)
+                          for p, o, f, g in zip(plan.paths, plan.offsets, speeds, factors)])
+        stems = aug.sources(rngs, stems)  # (K, L)
         gains_db, level_db = aug.levels(rngs, np.asarray(plan.gains_db), plan.level_db)
         stems, _ = mix_stems(stems, gains_db, level_db)
         return torch.from_numpy(aug.channel(rngs, stems))  # (K, L)
