@@ -1,7 +1,7 @@
 """Validation SI-SDRi of checkpoints on fixed validation sets, side by side (issue 9).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/valid_sets.py CKPT [CKPT ...]
-        [--iva-iters 1 2 3] [--pairs]
+        [--iva-iters 1 2 3] [--pairs] [--fit]
 
 Sets (all from the corpus' ``valid`` split: held-out utterances of training speakers, never a
 test set):
@@ -17,7 +17,11 @@ test set):
 
 ``--iva-iters`` scores each checkpoint with ``model.iva_iters_test`` set to each value (LVBD
 only). ``--pairs`` also prints the mean SI-SDRi per speaker pair and per kind of pair (real +
-real, half of the sources real, synthetic + synthetic) on 60 mixtures of each kind.
+real, half of the sources real, synthetic + synthetic) on 60 mixtures of each kind. ``--fit``
+adds ``fit:train-real ±`` and ``fit:train-synthetic ±``: 64 mixtures (± as above) of *training*
+utterances, real + real and synthetic + synthetic, beside ``fit:valid-real ±`` and
+``fit:valid-synthetic ±`` built the same way from the valid split: a pair kind that scores low on its training
+utterances too is underfitted, not a generalisation gap.
 """
 from __future__ import annotations
 
@@ -62,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--iva-iters", type=int, nargs="+", default=None)
     parser.add_argument("--pairs", action="store_true")
+    parser.add_argument("--fit", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
@@ -89,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                 fixed[name] = FixedValidSet(d.root, 96, cfg.model.n_sources, 4.0,
                                             cfg.model.sample_rate, 7, engines,
                                             augment=polarity_phase()).items
+            for split in ("train", "valid") if args.fit else ():
+                for kind, engines in (("real", [REAL]), ("synthetic", SYNTHETIC)):
+                    fixed[f"fit:{split}-{kind} ±"] = FixedValidSet(
+                        d.root, 64, cfg.model.n_sources, 4.0, cfg.model.sample_rate, 7, engines,
+                        split=split, augment=polarity_phase()).items
         for iters in args.iva_iters or [None]:
             label = path if iters is None else f"{path} iva_iters_test={iters}"
             if iters is not None:
