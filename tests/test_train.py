@@ -123,3 +123,18 @@ def test_plateau_schedule_halves_the_lr_after_patience_validations_without_a_bes
     resumed = train_module.PlateauSchedule(opt, 2, 0.5, best=schedule.best, bad=schedule.bad)
     resumed.update(0.0)
     assert resumed.lr == 0.25 and resumed.bad == 0
+
+
+def test_training_items_follow_the_data_config(fake_corpus):
+    """train._data builds the training items from data.engine_shares and
+    data.same_speaker_prob: with every item of one speaker, each batch holds only such items."""
+    cfg = _cfg(fake_corpus, **{"data.engines": "[espeak-ng, flite]",
+                               "data.engine_shares": "{flite: 0.5}",
+                               "data.same_speaker_prob": 1.0})
+    loader, _, _ = train_module._data(cfg, 0, 0, 1)
+    data = loader.dataset
+    assert data.same_speaker_prob == 1.0
+    plans = [data.plan(i) for i in range(40)]
+    assert all(p.speakers[0] == p.speakers[1] and p.speeds[1] != 1 for p in plans)
+    assert sum(p.speakers[0] == "fake:spk4" for p in plans) >= 10  # flite: half the items
+    assert next(iter(loader)).shape[1] == cfg.model.n_sources
