@@ -1,7 +1,7 @@
 """Validation SI-SDRi of checkpoints on fixed validation sets, side by side (issue 9).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/valid_sets.py CKPT [CKPT ...]
-        [--iva-iters 1 2 3] [--pairs] [--fit]
+        [--iva-iters 1 2 3] [--pairs] [--fit] [--unheard SPEAKER]
 
 Sets (all from the corpus' ``valid`` split: held-out utterances of training speakers, never a
 test set):
@@ -21,7 +21,10 @@ real, half of the sources real, synthetic + synthetic) on 60 mixtures of each ki
 adds ``fit:train-real ±`` and ``fit:train-synthetic ±``: 64 mixtures (± as above) of *training*
 utterances, real + real and synthetic + synthetic, beside ``fit:valid-real ±`` and
 ``fit:valid-synthetic ±`` built the same way from the valid split: a pair kind that scores low on its training
-utterances too is underfitted, not a generalisation gap.
+utterances too is underfitted, not a generalisation gap. ``--unheard SPEAKER`` (e.g.
+``asterisk:menardi``) adds ``unheard ±``: 96 ± real + real validation mixtures that include that
+speaker, for checkpoints trained with ``data.exclude_speakers=[SPEAKER]``: the only validation of
+a real voice the model never heard (the other sets hold heard speakers only).
 """
 from __future__ import annotations
 
@@ -61,12 +64,27 @@ def pair_scores(model, root: str, n_items: int = 60) -> None:
                 print(f"      {' + '.join(pair):<48} {np.mean(vs):6.2f} dB ({len(vs)})")
 
 
+def unheard_items(root: str, speaker: str, n_sources: int, sample_rate: int,
+                  n_items: int = 96) -> list:
+    """``n_items`` ± real + real validation mixtures (seed 7) that include ``speaker``."""
+    from lvbd.data.augment import polarity_phase
+    from lvbd.data.datasets import DynamicMixDataset
+
+    data = DynamicMixDataset(root, "valid", n_sources, 4.0, sample_rate, 7, 20 * n_items, [REAL],
+                             augment=polarity_phase())
+    chosen = [i for i in range(len(data)) if speaker in data.plan(i).speakers][:n_items]
+    if len(chosen) < n_items:
+        raise SystemExit(f"only {len(chosen)} real validation mixtures include {speaker}")
+    return [data[i] for i in chosen]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--iva-iters", type=int, nargs="+", default=None)
     parser.add_argument("--pairs", action="store_true")
     parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--unheard", metavar="SPEAKER", default=None)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
@@ -99,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                     fixed[f"fit:{split}-{kind} ±"] = FixedValidSet(
                         d.root, 64, cfg.model.n_sources, 4.0, cfg.model.sample_rate, 7, engines,
                         split=split, augment=polarity_phase()).items
+            if args.unheard:
+                fixed["unheard ±"] = unheard_items(d.root, args.unheard, cfg.model.n_sources,
+                                                   cfg.model.sample_rate)
         for iters in args.iva_iters or [None]:
             label = path if iters is None else f"{path} iva_iters_test={iters}"
             if iters is not None:

@@ -126,15 +126,17 @@ def test_plateau_schedule_halves_the_lr_after_patience_validations_without_a_bes
 
 
 def test_training_items_follow_the_data_config(fake_corpus):
-    """train._data builds the training items from data.engine_shares and
-    data.same_speaker_prob: with every item of one speaker, each batch holds only such items."""
+    """train._data builds the training items from data.engine_shares, data.same_speaker_prob
+    and data.exclude_speakers."""
     cfg = _cfg(fake_corpus, **{"data.engines": "[espeak-ng, flite]",
                                "data.engine_shares": "{flite: 0.5}",
-                               "data.same_speaker_prob": 1.0})
+                               "data.same_speaker_prob": 1.0,
+                               "data.exclude_speakers": "[fake:spk0]"})
     loader, _, _ = train_module._data(cfg, 0, 0, 1)
     data = loader.dataset
     assert data.same_speaker_prob == 1.0
     plans = [data.plan(i) for i in range(40)]
     assert all(p.speakers[0] == p.speakers[1] and p.speeds[1] != 1 for p in plans)
     assert sum(p.speakers[0] == "fake:spk4" for p in plans) >= 10  # flite: half the items
+    assert all("fake:spk0" not in p.speakers for p in plans)
     assert next(iter(loader)).shape[1] == cfg.model.n_sources

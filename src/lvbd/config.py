@@ -136,6 +136,9 @@ class DataConfig:
                                        # an engine that data.engines leaves out gets no share)
     same_speaker_prob: float = 0.0     # share of training items made of one speaker twice, the copy
                                        # 1.1-1.25x faster or slower (datasets.DynamicMixDataset)
+    exclude_speakers: list[str] = field(default_factory=list)  # training speakers left out, e.g.
+                                       # [asterisk:menardi] to validate on a real voice never heard
+                                       # (benchmarks/valid_sets.py --unheard)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training items only
 
 

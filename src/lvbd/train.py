@@ -200,7 +200,8 @@ def _data(cfg: Config, step: int, rank: int, world: int):
                                   cfg.train.steps * B * world, d.engines, augment=d.augment,
                                   speaker_fraction=d.speaker_fraction,
                                   engine_shares=d.engine_shares,
-                                  same_speaker_prob=d.same_speaker_prob)
+                                  same_speaker_prob=d.same_speaker_prob,
+                                  exclude_speakers=d.exclude_speakers)
     valid = list(FixedValidSet(d.root, d.valid_items, cfg.model.n_sources,
                                d.valid_segment_seconds, cfg.model.sample_rate,
                                cfg.train.seed + 10_000, d.engines,
@@ -208,7 +209,8 @@ def _data(cfg: Config, step: int, rank: int, world: int):
     train_fixed = list(FixedValidSet(d.root, cfg.train.train_eval_items, cfg.model.n_sources,
                                      d.valid_segment_seconds, cfg.model.sample_rate,
                                      cfg.train.seed + 20_000, d.engines, split=d.splits_train,
-                                     speaker_fraction=d.speaker_fraction)
+                                     speaker_fraction=d.speaker_fraction,
+                                     exclude_speakers=d.exclude_speakers)
                        ) if cfg.train.train_eval_items > 0 else []
     order = [(s * world + rank) * B + i for s in range(step, cfg.train.steps) for i in range(B)]
     loader = torch.utils.data.DataLoader(train_set, batch_size=B, sampler=order,

@@ -171,11 +171,32 @@ def test_same_speaker_items(fake_corpus):
             DynamicMixDataset(fake_corpus, "train", 2, 1.0, engines=None, same_speaker_prob=bad)
 
 
+def test_exclude_speakers_leaves_them_out(fake_corpus):
+    """An excluded speaker is never drawn, in training items and fixed items alike; the others
+    still are; an unknown name is an error (a typo must not silently keep the speaker in)."""
+    data = DynamicMixDataset(fake_corpus, "train", 2, 1.0, 8000, seed=2, length=300,
+                             engines=None, exclude_speakers=["fake:spk1"])
+    drawn = {s for i in range(300) for s in data.plan(i).speakers}
+    assert drawn == {"fake:spk0", "fake:spk2", "fake:spk3", "fake:spk4"}
+    fixed = FixedValidSet(fake_corpus, n_items=3, n_sources=2, segment_seconds=1.0, seed=1,
+                          engines=None, exclude_speakers=["fake:spk1"])
+    assert len(fixed) == 3
+    with pytest.raises(LvbdError, match="exclude_speakers names 'fake:nobody'"):
+        DynamicMixDataset(fake_corpus, "train", 2, 1.0, engines=None,
+                          exclude_speakers=["fake:nobody"])
+    with pytest.raises(LvbdError, match="speaker"):  # too few left for K sources
+        DynamicMixDataset(fake_corpus, "train", 2, 1.0, engines=["espeak-ng"],
+                          exclude_speakers=["fake:spk0", "fake:spk1", "fake:spk2"])
+
+
 def test_same_speaker_prob_config_key():
     from lvbd.config import load_config
 
     assert load_config(None, []).data.same_speaker_prob == 0.0
     assert load_config(None, ["data.same_speaker_prob=0.2"]).data.same_speaker_prob == 0.2
+    assert load_config(None, []).data.exclude_speakers == []
+    assert load_config(None, ["data.exclude_speakers=[asterisk:menardi]"]
+                       ).data.exclude_speakers == ["asterisk:menardi"]
 
 
 def test_fixed_valid_set_is_deterministic_and_cached(fake_corpus):

@@ -104,6 +104,10 @@ class DynamicMixDataset(Dataset):
     (:func:`speaker_weights`). ``speaker_fraction`` < 1 keeps only the speakers of
     :func:`speaker_subset`.
 
+    ``exclude_speakers``: speakers left out (e.g. a real voice kept out of training to validate
+    on a voice the model never heard, ``benchmarks/valid_sets.py --unheard``); each must have
+    utterances here.
+
     ``same_speaker_prob``: the share of items whose K sources are K different utterances of
     one speaker (drawn as above; one with fewer than K clips falls back to K speakers), every
     source after the first played 1.1–1.25 times faster or slower (pitch and formants move
@@ -123,7 +127,8 @@ class DynamicMixDataset(Dataset):
                  segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
                  length: int = 10000, engines: list[str] | tuple[str, ...] | None = ("espeak-ng",),
                  augment: AugmentConfig | None = None, speaker_fraction: float = 1.0,
-                 engine_shares: dict[str, float] | None = None, same_speaker_prob: float = 0.0):
+                 engine_shares: dict[str, float] | None = None, same_speaker_prob: float = 0.0,
+                 exclude_speakers: list[str] | tuple[str, ...] = ()):
         if not 0 <= same_speaker_prob <= 1:
             raise LvbdError(f"data.same_speaker_prob must be in [0, 1], got {same_speaker_prob}")
         if n_sources < 1 or segment_seconds <= 0 or length < 0 or sample_rate <= 0:
@@ -145,6 +150,10 @@ class DynamicMixDataset(Dataset):
             by_speaker[row["speaker"]].append((row["path"],
                                                round(row["duration"] * sample_rate)))
             engine_of[row["speaker"]] = row["engine"]
+        for speaker in exclude_speakers:
+            if by_speaker.pop(speaker, None) is None:
+                raise LvbdError(f"data.exclude_speakers names '{speaker}', which has no "
+                                f"utterance in split '{split}' with engines {self.engines}")
         self.speakers = speaker_subset(by_speaker, speaker_fraction)
         if len(self.speakers) < n_sources:
             kept = f" (speaker_fraction {speaker_fraction} keeps {len(self.speakers)})" \
@@ -241,10 +250,12 @@ class FixedValidSet(Dataset):
                  segment_seconds: float = 4.0, sample_rate: int = 8000, seed: int = 0,
                  engines: list[str] | tuple[str, ...] | None = ("espeak-ng",),
                  split: str = "valid", speaker_fraction: float = 1.0,
-                 augment: AugmentConfig | None = None):
+                 augment: AugmentConfig | None = None,
+                 exclude_speakers: list[str] | tuple[str, ...] = ()):
         source = DynamicMixDataset(root, split, n_sources, segment_seconds, sample_rate,
                                    seed, n_items, engines, augment=augment,
-                                   speaker_fraction=speaker_fraction)
+                                   speaker_fraction=speaker_fraction,
+                                   exclude_speakers=exclude_speakers)
         self.items = [source[i] for i in range(n_items)]
 
     def __len__(self) -> int:
