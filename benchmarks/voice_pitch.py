@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_S, HOP_S = 0.04, 0.01
@@ -32,13 +33,14 @@ def frame_f0(x: np.ndarray, sample_rate: int) -> np.ndarray:
     starts = np.arange(0, len(x) - n - hi, hop)
     if len(starts) == 0:
         return np.zeros(0)
-    idx = starts[:, None] + np.arange(n + hi)[None]
-    frames = x[idx]                                      # (F, n + hi)
+    frames = sliding_window_view(x, n + hi)[starts]      # (F, n + hi)
     head = frames[:, :n]
     lags = np.arange(lo, hi)
-    shifted = np.stack([frames[:, lag:lag + n] for lag in lags], axis=1)  # (F, lags, n)
+    shifted = sliding_window_view(frames, n, axis=1)[:, lo:hi]  # (F, lags, n), a view
+    energy = np.cumsum(np.pad(frames ** 2, ((0, 0), (1, 0))), axis=1)  # running Σ x²
+    norms = np.sqrt(np.maximum(energy[:, lo + n:hi + n] - energy[:, lo:hi], 0))  # ‖shifted‖
     corr = np.einsum("fn,fln->fl", head, shifted) / (
-        np.linalg.norm(head, axis=1)[:, None] * np.linalg.norm(shifted, axis=2) + 1e-9)
+        np.linalg.norm(head, axis=1)[:, None] * norms + 1e-9)
     # the shortest lag whose peak is within OCTAVE_TOL of the highest: a periodic frame is as
     # correlated at 2, 3… periods, and those sub-octaves must not win
     first = (corr >= corr.max(axis=1, keepdims=True) - OCTAVE_TOL).argmax(axis=1)

@@ -224,17 +224,14 @@ class DynamicMixDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
-        plan = self.plan(index)
-        speeds = plan.speeds or (Fraction(1),) * self.n_sources
-        if self.augment is None:
-            stems = np.stack([self._source(p, o, f)
-                              for p, o, f in zip(plan.paths, plan.offsets, speeds)])
+        plan, aug, ones = self.plan(index), self.augment, (Fraction(1),) * self.n_sources
+        rngs = None if aug is None else aug.generators(self.seed, index)
+        factors = ones if aug is None else aug.speed_factors(rngs, self.n_sources)
+        stems = np.stack([self._source(p, o, f * g) for p, o, f, g
+                          in zip(plan.paths, plan.offsets, plan.speeds or ones, factors)])
+        if aug is None:
             stems, _ = mix_stems(stems, np.asarray(plan.gains_db), plan.level_db)  # (K, L)
             return torch.from_numpy(stems)
-        aug, rngs = self.augment, self.augment.generators(self.seed, index)
-        factors = aug.speed_factors(rngs, self.n_sources)
-        stems = np.stack([self._source(p, o, f * g)
-                          for p, o, f, g in zip(plan.paths, plan.offsets, speeds, factors)])
         stems = aug.sources(rngs, stems)  # (K, L)
         gains_db, level_db = aug.levels(rngs, np.asarray(plan.gains_db), plan.level_db)
         stems, _ = mix_stems(stems, gains_db, level_db)
