@@ -202,6 +202,8 @@ def _data(cfg: Config, step: int, rank: int, world: int):
                                   engine_shares=d.engine_shares,
                                   same_speaker_prob=d.same_speaker_prob,
                                   exclude_speakers=d.exclude_speakers)
+    # validation keeps every speaker (held-out utterances, data.exclude_speakers included), so
+    # runs with and without an exclusion are scored on one and the same set
     valid = list(FixedValidSet(d.root, d.valid_items, cfg.model.n_sources,
                                d.valid_segment_seconds, cfg.model.sample_rate,
                                cfg.train.seed + 10_000, d.engines,

@@ -44,12 +44,12 @@ def grow_tcn(model: torch.nn.Module, cfg: Config, n_blocks: int) -> tuple[torch.
     for key in state:
         match = _BLOCK.match(key)
         if match is None:
-            state[key] = trained[key].clone()
+            state[key] = trained[key]
             continue
         repeat, block = divmod(int(match["index"]), n_blocks)
         source = f"{match['prefix']}.blocks.{repeat * old + block}.{match['rest']}"
         if block < old and source in trained:
-            state[key] = trained[source].clone()
+            state[key] = trained[source]
         elif match["rest"].startswith(_OUTPUTS):
             state[key] = torch.zeros_like(state[key])  # a new block, or the old last block's res_out
     grown.load_state_dict(state)
