@@ -88,20 +88,27 @@ def test_grow_refuses_fewer_blocks_and_other_liftings():
         grow_tcn(model, cfg, 3)
 
 
+def grow_script(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "grow_tcn.py"), *map(str, args)],
+                          capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+
+
 def test_grow_script_round_trip(tmp_path):
     model, cfg = trained_tiny("lvbd", 2)
     src = save_checkpoint(tmp_path / "a.safetensors", model, cfg, step=7)
     out = tmp_path / "b.safetensors"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "grow_tcn.py"), str(src), str(out),
-                           "--n-blocks", "4"], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    done = grow_script(src, out, "--n-blocks", "4")
     assert done.returncode == 0, done.stderr
     grown, grown_cfg, info = load_model(out)
     assert grown_cfg.model.n_blocks == 4 and info["step"] == 7
     x = torch.randn(1, 999)
     with torch.no_grad():
         torch.testing.assert_close(grown(x).estimates, model(x).estimates, rtol=0, atol=1e-6)
-    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "grow_tcn.py"), str(src), str(out),
-                          "--n-blocks", "1"], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    bad = grow_script(src, tmp_path / "c.safetensors", "--n-blocks", "1")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "more than" in bad.stderr
+    before = out.read_bytes()
+    again = grow_script(src, out, "--n-blocks", "3")
+    assert again.returncode == 1 and "exists" in again.stderr and out.read_bytes() == before
+    assert grow_script(src, out, "--n-blocks", "3", "--force").returncode == 0
+    assert load_model(out)[1].model.n_blocks == 3
