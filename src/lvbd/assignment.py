@@ -8,6 +8,8 @@ matched to row i.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -22,17 +24,39 @@ def check_square(C: Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected a (B, K, K) matrix, got {tuple(C.shape)}")
 
 
-def hungarian(cost, maximize: bool = False) -> np.ndarray:
-    """Optimal assignment (scipy ``linear_sum_assignment``, O(K³)) of a (K_rows, K_cols) matrix
-    with K_rows <= K_cols → perm (K_rows,) int64, minimising (or maximising) Σ_i cost[i, perm[i]].
+# up to this many columns, ``hungarian`` enumerates the K_cols!/(K_cols − K_rows)! assignments
+# (24 for K = 4) instead of importing scipy.optimize, which took ≈0.5 s of a 1-minute ``lvbd
+# separate`` run's 3.6 s (docs/design.md "Inference speed on the CPU")
+ENUMERATE_MAX = 4
 
+
+def _enumerated(cost: np.ndarray) -> np.ndarray | None:
+    """The first (in itertools order) minimum-cost assignment of a finite (K_rows, K_cols) matrix
+    found by trying every one, or None when the matrix is too large or not finite."""
+    rows, cols = cost.shape
+    if cols > ENUMERATE_MAX or not np.isfinite(cost).all():
+        return None
+    perms = np.array(list(itertools.permutations(range(cols), rows)), dtype=np.int64)  # (P, K_rows)
+    totals = cost[np.arange(rows), perms].sum(axis=1)  # (P,)
+    return perms[int(np.argmin(totals))]
+
+
+def hungarian(cost, maximize: bool = False) -> np.ndarray:
+    """Optimal assignment of a (K_rows, K_cols) matrix with K_rows <= K_cols → perm (K_rows,)
+    int64, minimising (or maximising) Σ_i cost[i, perm[i]].
+
+    Small finite matrices (K_cols <= ``ENUMERATE_MAX``) are solved by enumeration; the rest by
+    scipy's ``linear_sum_assignment`` (O(K³)). Both give an optimal assignment (ties may differ).
     Entries must be finite or ±inf (an inf entry is never chosen while a finite assignment exists).
     """
-    from scipy.optimize import linear_sum_assignment  # imported on first use: start-up time
-
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2 or cost.shape[0] > cost.shape[1]:
         raise ValueError(f"expected a (K_rows, K_cols) matrix with K_rows <= K_cols, got {cost.shape}")
+    perm = _enumerated(-cost if maximize else cost)
+    if perm is not None:
+        return perm
+    from scipy.optimize import linear_sum_assignment  # imported on first use: start-up time
+
     rows, cols = linear_sum_assignment(cost, maximize=maximize)
     perm = np.empty(cost.shape[0], dtype=np.int64)
     perm[rows] = cols

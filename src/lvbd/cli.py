@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .errors import LvbdError
 from .inputs import AUDIO_SUFFIXES, expand_inputs, find_inputs  # noqa: F401 (re-exported)
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else
                         logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()  # tensor buffers reused without page faults (lvbd/allocator.py)
     try:
         if args._module is None:
             return print_env()
