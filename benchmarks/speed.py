@@ -36,6 +36,16 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_separate import run_separate, write_long_file  # noqa: E402
+from lvbd.allocator import keep_freed_memory  # noqa: E402
+
+# ``lvbd`` with lvbd.allocator.keep_freed_memory switched off, to measure what it saves
+DEFAULT_MALLOC = ("import sys, lvbd.cli as c; c.keep_freed_memory = lambda: False; "
+                  "sys.exit(c.main(sys.argv[1:]))")
+
+
+def separate_args(path: Path) -> list[str]:
+    """``lvbd separate`` of ``path`` with the shipped model, as run_separate does."""
+    return ["separate", str(path), "-o", str(path.parent / "out"), "--quiet", "--force"]
 
 
 def timed_process(cmd: list[str]) -> tuple[float, float]:
@@ -148,6 +158,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny settings: checks the script")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and rows")
     args = parser.parse_args()
+    keep_freed_memory()  # as the lvbd command does, for the in-process rows
     if args.quick:
         args.minutes, args.repeats, args.peer_seconds, args.train_steps = [1 / 6, 0.5], 1, 5.0, 3
     import torch
@@ -187,6 +198,9 @@ def main() -> None:
             stream_cmd = py + ["separate", str(path), "-o", str(tmp / "out"), "-q", "--force",
                                "--stream", "--segment", str(args.stream_segment)]
             runs["lvbd --stream"] = lambda: _one_thread(timed_process, stream_cmd)
+            # the same process with glibc's default thresholds (lvbd/allocator.py not applied)
+            runs["lvbd, glibc default"] = lambda: timed_process(
+                [sys.executable, "-c", DEFAULT_MALLOC] + separate_args(path))
             for name, values in interleaved(runs, args.repeats).items():
                 t, rss = median([v[0] for v in values]), median([v[1] for v in values])
                 table[(name, minutes)] = (t, rss)
@@ -194,6 +208,9 @@ def main() -> None:
                       f"{rss:>9.0f}")
             path.unlink()
         lo, hi = args.minutes[0], args.minutes[-1]
+        for minutes in args.minutes:
+            ratio = table[("lvbd", minutes)][0] / table[("lvbd, glibc default", minutes)][0]
+            print(f"time lvbd / lvbd with glibc's default malloc at {minutes:g} min: {ratio:.2f}")
         for minutes in args.minutes:
             ratio = table[("lvbd", minutes)][0] / table[("convtasnet", minutes)][0]
             print(f"time lvbd / convtasnet at {minutes:g} min: {ratio:.2f}")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lvbd.config import ConfigError, load_config
 from lvbd.losses import total_loss
 from lvbd.models import LVBD, ConvTasNet, build_model
-from lvbd.models.blocks import (ChannelwiseLayerNorm, DepthwiseConv1d, GlobalLayerNorm, PointwiseConv1d,
+from lvbd.models.blocks import (ChannelwiseLayerNorm, ConvBlock, DepthwiseConv1d, GlobalLayerNorm, PointwiseConv1d,
                                TemporalConvNet, UConvBlock, UConvNet, build_separator_net)
 from lvbd.objective import loss_terms
 
@@ -192,16 +192,46 @@ def test_depthwise_conv_equals_a_dilated_grouped_conv1d(kernel_size, dilation, T
 
 
 @pytest.mark.parametrize("norm,dims", [(GlobalLayerNorm, (1, 2)), (ChannelwiseLayerNorm, (1,))])
-def test_layer_norms_equal_their_float64_closed_form(norm, dims):
+@pytest.mark.parametrize("offset", [0.5, 100.0])
+def test_layer_norms_equal_their_float64_closed_form(norm, dims, offset):
     """weight·(x − mean)/√(var + eps) + bias with the population variance over ``dims``,
-    computed in float64; inputs with a large offset (a naive E[x²] − E[x]² would lose it)."""
+    computed in float64; a small offset (gLN's one-pass moments) and a large one (a naive
+    E[x²] − E[x]² would lose it: gLN takes two passes there)."""
     torch.manual_seed(1)
     layer = norm(4)
     torch.nn.init.normal_(layer.weight)
     torch.nn.init.normal_(layer.bias)
-    x = 3.0 * torch.randn(2, 4, 33) + 100.0
+    x = 3.0 * torch.randn(2, 4, 33) + offset
     x64 = x.double()
     mean = x64.mean(dim=dims, keepdim=True)
     var = x64.var(dim=dims, keepdim=True, correction=0)
     expected = layer.weight.double() * (x64 - mean) / torch.sqrt(var + layer.eps) + layer.bias.double()
     torch.testing.assert_close(layer(x).double(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["gLN", "cLN"])
+@pytest.mark.parametrize("residual", [True, False])
+def test_conv_block_equals_its_layers_in_sequence(norm, residual):
+    """ConvBlock folds the last gLN into one product for both 1×1 output convs: the same values
+    and gradients as the layers run one after the other (cLN takes the plain path)."""
+    torch.manual_seed(3)
+    block = ConvBlock(6, 10, 3, dilation=2, norm=norm, residual=residual)
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    x = torch.randn(2, 6, 41)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    res, skip = block(xa)
+    h = block.layers(xb)
+    want_skip = block.skip_out(h)
+    torch.testing.assert_close(skip, want_skip, rtol=1e-5, atol=1e-5)
+    if residual:
+        torch.testing.assert_close(res, block.res_out(h), rtol=1e-5, atol=1e-5)
+    else:
+        assert res is None
+    g = torch.randn_like(skip)
+    grads = torch.autograd.grad((skip * g).sum() + (0 if res is None else (res * g).sum()),
+                                [xa, *block.parameters()])
+    want = torch.autograd.grad((want_skip * g).sum() + (0 if res is None else (block.res_out(h) * g).sum()),
+                               [xb, *block.parameters()])
+    for (name, _), got, ref in zip([("x", None), *block.named_parameters()], grads, want):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4, msg=name)

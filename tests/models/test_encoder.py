@@ -84,3 +84,28 @@ def test_invalid_settings_raise():
         STFTFrontEnd(33)
     with pytest.raises(ValueError):
         ConvFrontEnd(32, kernel_size=4, stride=8)
+
+
+@pytest.mark.parametrize("kernel_size,stride", [(16, 8), (16, 4), (8, 8), (12, 5)])
+@pytest.mark.parametrize("T", [1, 2, 37])
+def test_decoder_equals_the_transposed_convolution(kernel_size, stride, T):
+    """The overlap-add decoder (kernel a multiple of the stride) and the fallback (12, 5) give
+    ConvTranspose1d's values and gradients."""
+    torch.manual_seed(T + kernel_size + stride)
+    frontend = ConvFrontEnd(6, kernel_size, stride)
+    X = torch.randn(3, 6, T, requires_grad=True)
+    length = stride * (T - 1) + kernel_size
+    y = frontend._overlap_add(X) if kernel_size % stride == 0 else frontend.decoder(X).squeeze(1)
+    expected = torch.nn.functional.conv_transpose1d(X, frontend.decoder.weight, stride=stride)[:, 0]
+    assert y.shape == (3, length)
+    torch.testing.assert_close(y, expected, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad((y * g).sum(), [X, frontend.decoder.weight])
+    want = torch.autograd.grad((expected * g).sum(), [X, frontend.decoder.weight])
+    for got, ref in zip(grads, want):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # and decode() itself, which crops the padding, against the transposed convolution's crop
+    left, _ = frontend._padding(20)
+    X2 = torch.randn(2, 6, frontend.n_frames(20))
+    full = torch.nn.functional.conv_transpose1d(X2, frontend.decoder.weight, stride=stride)[:, 0]
+    torch.testing.assert_close(frontend.decode(X2, 20), full[:, left:left + 20], rtol=1e-6, atol=1e-6)

@@ -82,6 +82,9 @@ class GlobalLayerNorm(nn.Module):
     """gLN: normalise over channels and time per example, then a per-channel affine map. (B, C, T)."""
 
     dims: tuple[int, ...] = (1, 2)
+    # one-pass moments (E[x²] − E[x]²) are used while E[x]² <= ONE_PASS_MAX · var: float32 then
+    # keeps var to ≈1e-7·(1 + 100) relative; beyond it (a large offset) two passes (x − mean)
+    ONE_PASS_MAX = 100.0
 
     def __init__(self, channels: int, eps: float = 1e-8):
         super().__init__()
@@ -96,13 +99,36 @@ class GlobalLayerNorm(nn.Module):
             x = x.mean(dim=dim, keepdim=True)
         return x
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """mean and population variance over ``dims``, each (B, 1, 1) for gLN, (B, 1, T) for cLN.
+
+        On the CPU, gLN reads x twice (sum, norm) and writes nothing: the two-pass form wrote
+        x − mean and its square, which took most of a TCN block's time (docs/design.md
+        "Inference speed on the CPU"). The ONNX export and other devices take two passes.
+        """
+        if (self.dims == (1, 2) and x.device.type == "cpu" and not torch.compiler.is_compiling()
+                and not torch.jit.is_tracing()):
+            n = x.shape[1] * x.shape[2]
+            # time first, then channels (as _mean): short float32 sums
+            mean = x.sum(dim=2, keepdim=True).sum(dim=1, keepdim=True) / n
+            power = torch.linalg.vector_norm(x, 2, dim=2, keepdim=True).square().sum(dim=1, keepdim=True)
+            var = power / n - mean.square()
+            if bool((mean.square() <= self.ONE_PASS_MAX * var).all()):
+                return mean, var
         mean = self._mean(x)
         centred = x - mean
-        var = self._mean(centred * centred)
-        # weight·(x − mean)/√(var + eps) + bias with the scale folded into one small tensor first:
-        # two passes over (B, C, T) instead of five (docs/design.md "Inference speed on the CPU")
-        return torch.addcmul(self.bias, centred, self.weight * torch.rsqrt(var + self.eps))
+        return mean, self._mean(centred * centred)
+
+    def scale_shift(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(scale, shift) with norm(x) = scale·x + shift: weight/√(var + eps) and
+        bias − mean·scale, (B, C, 1) for gLN (which a following linear map can absorb)."""
+        mean, var = self._moments(x)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return scale, self.bias - mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale, shift = self.scale_shift(x)
+        return torch.addcmul(shift, x, scale)  # one pass over (B, C, T)
 
 
 class ChannelwiseLayerNorm(GlobalLayerNorm):
@@ -177,8 +203,22 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
         """x (B, bottleneck, T) -> (residual or None, skip), both (B, bottleneck, T)."""
-        h = self.layers(x)  # (B, hidden, T)
-        return (None if self.res_out is None else self.res_out(h)), self.skip_out(h)
+        *head, norm = self.layers
+        h = x
+        for layer in head:
+            h = layer(h)  # (B, hidden, T) before the last norm
+        outs = [conv for conv in (self.res_out, self.skip_out) if conv is not None]
+        weight = torch.cat([conv.weight[:, :, 0] for conv in outs])  # (R·io, hidden), R = 1 or 2
+        bias = torch.cat([conv.bias for conv in outs])[None, :, None]  # (1, R·io, 1)
+        if type(norm) is GlobalLayerNorm:
+            # the gLN's per-example affine map folded into the 1×1 convs, both convs in one
+            # product: W(scale·h + shift) + b = (W·diag(scale)) h + (W shift + b)
+            scale, shift = norm.scale_shift(h)  # (B, hidden, 1) each
+            y = torch.baddbmm(bias + weight @ shift, weight * scale.transpose(1, 2), h)
+        else:
+            y = torch.baddbmm(bias, weight.expand(h.shape[0], -1, -1), norm(h))
+        skip = y[:, -self.skip_out.out_channels:]  # (B, io, T)
+        return (None if self.res_out is None else y[:, :self.res_out.out_channels]), skip
 
 
 class TemporalConvNet(nn.Module):
