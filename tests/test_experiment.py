@@ -297,3 +297,27 @@ def test_run_state_ignores_config_keys_added_later(tmp_path, monkeypatch):
     old["model"]["n_blocks"] += 1
     with pytest.raises(LvbdError, match="another config"):
         experiment.run_state(tmp_path, cfg)
+
+
+def test_offline_swaps_count_only_what_the_offline_output_does_not_do():
+    """An output that swaps where the offline output swapped too adds no swap against it; one
+    more swap of its own is counted once."""
+    from lvbd.longform import offline_swaps
+
+    rng = np.random.default_rng(2)
+    size, n = 800, 8
+    refs = rng.standard_normal((2, size * n))
+
+    def swapped(order):
+        est = refs.copy()
+        for c, s in enumerate(order):
+            if s:
+                est[:, c * size:(c + 1) * size] = refs[::-1, c * size:(c + 1) * size]
+        return est
+
+    offline = swapped([0, 0, 0, 1, 1, 1, 1, 1])           # the model's own swap at chunk 3
+    same = offline + 0.01 * rng.standard_normal(offline.shape)
+    assert offline_swaps(same, offline, 8000, size / 8000) == (0, n - 1)
+    plus_one = swapped([0, 0, 0, 1, 1, 0, 0, 0])           # and a swap back at chunk 5
+    assert offline_swaps(plus_one, offline, 8000, size / 8000) == (1, n - 1)
+    assert swap_rate(chunk_permutations(plus_one, refs, size)) == (2, n - 1)

@@ -232,11 +232,23 @@ def score_long(mixture: np.ndarray, references: np.ndarray, estimates: np.ndarra
             "si_sdri": float(metrics["mean"]["si_sdri"])}
 
 
+def offline_swaps(estimates: np.ndarray, offline: np.ndarray, sample_rate: int, window: float,
+                  margin_db: float = DECIDED_DB) -> tuple[int, int]:
+    """(swaps, boundaries) of ``estimates`` (K, L) against the same model's offline output
+    ``offline`` (K, L) instead of the references: over ``window``-second windows decided by
+    ``margin_db``, how often the order changes that the offline separation did not change. This
+    counts what chunking or streaming adds, apart from the model's own swaps inside a segment
+    (which the offline output has too)."""
+    size = max(1, int(round(window * sample_rate)))
+    return swap_rate(_decided(_window_assignments(estimates, offline, size), margin_db))
+
+
 def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, chunk: float = 2.0,
                        overlap: float = 0.25, n_mixtures: int = 4, seed: int = 0,
                        modes=MODES, context: float = 0.0, window: float | None = None) -> dict:
     """Every mode on every long mixture of ``set_dir`` → summary: per mode the pooled swap rate
-    (swaps / boundaries over all mixtures), the mean SI-SDRi and the per-mixture values.
+    (swaps / boundaries over all mixtures), the mean SI-SDRi and the per-mixture values; with
+    ``whole`` among the modes, also the other modes' swaps against it (:func:`offline_swaps`).
     Swaps are counted over ``window``-second windows (default: ``chunk``)."""
     mixtures = long_mixtures(set_dir, seconds, n_mixtures, seed)
     per_mode: dict[str, list[dict]] = {mode: [] for mode in modes}
@@ -244,8 +256,11 @@ def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, ch
         outputs = separate_modes(separator, mix.mixture, mix.sample_rate, chunk, overlap, modes,
                                  context)
         for mode, est in outputs.items():
-            per_mode[mode].append(score_long(mix.mixture, mix.references, est, mix.sample_rate,
-                                             window or chunk))
+            score = score_long(mix.mixture, mix.references, est, mix.sample_rate, window or chunk)
+            if "whole" in outputs and mode != "whole":
+                score["offline_swaps"], score["offline_boundaries"] = offline_swaps(
+                    est, outputs["whole"], mix.sample_rate, window or chunk)
+            per_mode[mode].append(score)
     summary = {"set_dir": str(set_dir), "seconds": seconds, "chunk": chunk, "overlap": overlap,
                "context": context, "window": window or chunk,
                "n_mixtures": n_mixtures, "seed": seed,
@@ -262,4 +277,10 @@ def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, ch
             "decided_swap_rate": d_swaps / d_boundaries if d_boundaries else None,
             "si_sdri": float(np.mean([s["si_sdri"] for s in scores])),
             "si_sdri_per_mixture": [s["si_sdri"] for s in scores]}
+        if mode != "whole" and "whole" in per_mode:
+            o_swaps = sum(s["offline_swaps"] for s in scores)
+            o_boundaries = sum(s["offline_boundaries"] for s in scores)
+            summary["modes"][mode].update(
+                offline_swaps=o_swaps, offline_boundaries=o_boundaries,
+                offline_swap_rate=o_swaps / o_boundaries if o_boundaries else None)
     return summary

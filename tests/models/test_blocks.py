@@ -235,3 +235,29 @@ def test_conv_block_equals_its_layers_in_sequence(norm, residual):
                                [xb, *block.parameters()])
     for (name, _), got, ref in zip([("x", None), *block.named_parameters()], grads, want):
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("dilation", [1, 8, 32])
+@pytest.mark.parametrize("T", [1, 20, 100])
+def test_depthwise_conv_of_an_affine_map_equals_the_map_then_the_conv(kernel_size, dilation, T):
+    """forward(x, scale, shift) = forward(scale·x + shift) with the zero padding outside the
+    mapped signal (edge frames, lengths shorter than the reach of a tap), values and gradients."""
+    torch.manual_seed(kernel_size + dilation + T)
+    B, C = 3, 4
+    conv = DepthwiseConv1d(C, kernel_size, dilation)
+    torch.nn.init.normal_(conv.bias)
+    x = torch.randn(B, C, T, requires_grad=True)
+    scale = torch.randn(B, C, 1, requires_grad=True)
+    shift = torch.randn(B, C, 1, requires_grad=True)
+    got = conv(x, scale, shift)
+    want = conv(scale * x + shift)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    plain = torch.nn.functional.conv1d(scale * x + shift, conv.weight, conv.bias,
+                                       padding=conv.padding, dilation=conv.dilation, groups=C)
+    torch.testing.assert_close(got, plain, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(got)
+    params = [x, scale, shift, conv.weight, conv.bias]
+    for a, b in zip(torch.autograd.grad((got * g).sum(), params),
+                    torch.autograd.grad((plain * g).sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -78,6 +78,12 @@ def project_to_mixture(estimates: Tensor, mixture: Tensor) -> Tensor:
     return estimates + (mixture - estimates.sum(dim=1))[:, None] / estimates.shape[1]
 
 
+def _exporting() -> bool:
+    """Whether torch is tracing the model into a graph (ONNX export): data-dependent branches and
+    batch-dependent group counts are avoided there."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 class GlobalLayerNorm(nn.Module):
     """gLN: normalise over channels and time per example, then a per-channel affine map. (B, C, T)."""
 
@@ -106,8 +112,7 @@ class GlobalLayerNorm(nn.Module):
         x − mean and its square, which took most of a TCN block's time (docs/design.md
         "Inference speed on the CPU"). The ONNX export and other devices take two passes.
         """
-        if (self.dims == (1, 2) and x.device.type == "cpu" and not torch.compiler.is_compiling()
-                and not torch.jit.is_tracing()):
+        if self.dims == (1, 2) and x.device.type == "cpu" and not _exporting():
             n = x.shape[1] * x.shape[2]
             # time first, then channels (as _mean): short float32 sums
             mean = x.sum(dim=2, keepdim=True).sum(dim=1, keepdim=True) / n
@@ -150,9 +155,13 @@ class PointwiseConv1d(nn.Conv1d):
 
 
 class DepthwiseConv1d(nn.Conv1d):
-    """A depthwise, dilated, same-length Conv1d (odd kernel). At dilation >= 8 torch's
-    convolution is ≈2× slower on the CPU than the sum of its kernel_size shifted copies, each
-    scaled per channel; that sum is what runs there (same parameters and result). (B, C, T)."""
+    """A depthwise, dilated, same-length Conv1d (odd kernel), optionally of an affine map of its
+    input: ``forward(x, scale, shift)`` = conv(scale·x + shift) without forming scale·x + shift
+    (a preceding gLN folded in: one pass over (B, C, T) less). (B, C, T) -> (B, C, T).
+
+    At dilation >= 8 torch's convolution is ≈2× slower on the CPU than the sum of its
+    kernel_size shifted copies, each scaled per channel; that sum, added in place on the
+    overlapping slices (no padded copy), is what runs there (same parameters and result)."""
 
     SHIFT_FROM = 8   # dilations below this run torch's convolution (faster there)
 
@@ -160,16 +169,37 @@ class DepthwiseConv1d(nn.Conv1d):
         super().__init__(channels, channels, kernel_size, dilation=dilation,
                          padding=dilation * (kernel_size - 1) // 2, groups=channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        d = self.dilation[0]
-        if d < self.SHIFT_FROM:
-            return super().forward(x)
-        T = x.shape[-1]
-        padded = F.pad(x, (self.padding[0], self.padding[0]))  # (B, C, T + 2·pad)
-        taps = self.weight[:, 0]  # (C, kernel_size)
-        y = torch.addcmul(self.bias[:, None], padded[..., :T], taps[:, :1])  # (B, C, T)
-        for k in range(1, self.kernel_size[0]):
-            y = torch.addcmul(y, padded[..., k * d:k * d + T], taps[:, k:k + 1])
+    def _offsets(self) -> list[int]:
+        """Input offset of each tap: output frame t reads input frame t + offset."""
+        d, k = self.dilation[0], self.kernel_size[0]
+        return [(j - (k - 1) // 2) * d for j in range(k)]
+
+    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+        """x (B, C, T); scale and shift (B, C, 1) or None (1 and 0)."""
+        B, C, T = x.shape
+        if self.dilation[0] < self.SHIFT_FROM and (scale is None or _exporting()):
+            # a graph export needs a fixed group count: map first, then convolve
+            return super().forward(x if scale is None else torch.addcmul(shift, x, scale))
+        taps = self.weight[:, 0]  # (C, k)
+        scaled = taps if scale is None else taps * scale  # (C, k) or (B, C, k)
+        bias = self.bias[:, None] if shift is None else self.bias[:, None] + shift * taps.sum(1, keepdim=True)
+        if self.dilation[0] < self.SHIFT_FROM:  # per-example taps: the batch folded into the groups
+            y = F.conv1d(x.reshape(1, B * C, T), scaled.reshape(B * C, 1, -1), None, 1,
+                         self.padding, self.dilation, B * C).view(B, C, T) + bias
+        else:
+            offsets = self._offsets()
+            centre = offsets.index(0)
+            y = torch.addcmul(bias, x, scaled[..., centre:centre + 1])
+            for j, o in enumerate(offsets):
+                if o != 0 and abs(o) < T:  # a tap further than T frames away sees only padding
+                    out, inp = (slice(-o, None), slice(None, T + o)) if o < 0 else \
+                               (slice(None, T - o), slice(o, None))
+                    y[..., out].addcmul_(x[..., inp], scaled[..., j:j + 1])
+        if shift is not None:  # where a tap reads the zero padding, the shift is not there
+            for j, o in enumerate(self._offsets()):
+                edge = slice(None, min(-o, T)) if o < 0 else slice(max(T - o, 0), None)
+                if o != 0:
+                    y[..., edge] -= shift * taps[:, j:j + 1]
         return y
 
 
@@ -203,10 +233,13 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
         """x (B, bottleneck, T) -> (residual or None, skip), both (B, bottleneck, T)."""
-        *head, norm = self.layers
-        h = x
-        for layer in head:
-            h = layer(h)  # (B, hidden, T) before the last norm
+        conv_in, act_in, norm_in, depthwise, act_out, norm = self.layers
+        h = act_in(conv_in(x))  # (B, hidden, T)
+        if type(norm_in) is GlobalLayerNorm:  # its affine map folded into the depthwise conv
+            h = depthwise(h, *norm_in.scale_shift(h))
+        else:
+            h = depthwise(norm_in(h))
+        h = act_out(h)  # (B, hidden, T) before the last norm
         outs = [conv for conv in (self.res_out, self.skip_out) if conv is not None]
         weight = torch.cat([conv.weight[:, :, 0] for conv in outs])  # (R·io, hidden), R = 1 or 2
         bias = torch.cat([conv.bias for conv in outs])[None, :, None]  # (1, R·io, 1)
