@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigError
 
-__all__ = ["SeparationModel", "check_inputs", "normalise_mixture", "project_to_mixture", "GlobalLayerNorm",
+__all__ = ["SeparationModel", "exporting", "check_inputs", "normalise_mixture", "project_to_mixture", "GlobalLayerNorm",
            "ChannelwiseLayerNorm", "PointwiseConv1d", "DepthwiseConv1d", "make_norm", "ConvBlock",
            "TemporalConvNet", "UConvBlock", "UConvNet",
            "build_separator_net"]
@@ -78,9 +78,10 @@ def project_to_mixture(estimates: Tensor, mixture: Tensor) -> Tensor:
     return estimates + (mixture - estimates.sum(dim=1))[:, None] / estimates.shape[1]
 
 
-def _exporting() -> bool:
-    """Whether torch is tracing the model into a graph (ONNX export): data-dependent branches and
-    batch-dependent group counts are avoided there."""
+def exporting() -> bool:
+    """Whether torch is tracing the model into a graph (ONNX export). Such graphs take the plain
+    forms: no data-dependent branch, no batch-dependent group count, no in-place slice updates
+    (which onnxruntime runs as slow scatters)."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
@@ -112,7 +113,7 @@ class GlobalLayerNorm(nn.Module):
         x − mean and its square, which took most of a TCN block's time (docs/design.md
         "Inference speed on the CPU"). The ONNX export and other devices take two passes.
         """
-        if self.dims == (1, 2) and x.device.type == "cpu" and not _exporting():
+        if self.dims == (1, 2) and x.device.type == "cpu" and not exporting():
             n = x.shape[1] * x.shape[2]
             # time first, then channels (as _mean): short float32 sums
             mean = x.sum(dim=2, keepdim=True).sum(dim=1, keepdim=True) / n
@@ -177,8 +178,8 @@ class DepthwiseConv1d(nn.Conv1d):
     def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
         """x (B, C, T); scale and shift (B, C, 1) or None (1 and 0)."""
         B, C, T = x.shape
-        if self.dilation[0] < self.SHIFT_FROM and (scale is None or _exporting()):
-            # a graph export needs a fixed group count: map first, then convolve
+        if exporting() or (self.dilation[0] < self.SHIFT_FROM and scale is None):
+            # a graph export: map first, then torch's convolution (see ``exporting``)
             return super().forward(x if scale is None else torch.addcmul(shift, x, scale))
         taps = self.weight[:, 0]  # (C, k)
         scaled = taps if scale is None else taps * scale  # (C, k) or (B, C, k)

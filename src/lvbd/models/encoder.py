@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .blocks import exporting
+
 __all__ = ["ConvFrontEnd", "STFTFrontEnd", "build_frontend"]
 
 
@@ -69,7 +71,7 @@ class ConvFrontEnd(nn.Module):
         if X.dim() != 3 or X.shape[1] != self.n_filters:
             raise ValueError(f"ConvFrontEnd.decode: expected (B, N={self.n_filters}, T), got {tuple(X.shape)}")
         left, _ = self._padding(length)
-        if self.kernel_size % self.stride == 0:
+        if self.kernel_size % self.stride == 0 and not exporting():
             y = self._overlap_add(X)  # (B, L_padded)
         else:
             y = self.decoder(X).squeeze(1)  # (B, L_padded)
