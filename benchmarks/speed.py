@@ -234,6 +234,11 @@ def main() -> None:
         print("\n== start-up (whole processes, medians)")
         for name, values in starts.items():
             print(f"{name:<16} {median([v[0] for v in values]):.2f} s")
+        floor = median([v[0] for v in starts["import torch"]])
+        for minutes in args.minutes:
+            rest = table[("lvbd", minutes)][0] - floor
+            print(f"lvbd separate of {minutes:g} min less importing torch: {rest:.2f} s "
+                  f"(RTF {rest / (60 * minutes):.3f})")
 
         # ---------------------------------------------------------------- in-process models
         print(f"\n== model time in process on {args.peer_seconds:g} s of audio "

@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated modes of lvbd.longform")
     parser.add_argument("--mixtures", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", default=None,
+                        help="build the mixtures from this split of the corpus manifest "
+                             "(e.g. valid: choices are made there, not on a test set) "
+                             "instead of --set")
+    parser.add_argument("--data", type=Path, default=ROOT / "data", help="corpus of --split")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args(argv)
@@ -52,16 +57,31 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         separator = Separator.load(args.model, device="cpu")
-        sets = [s for s in find_sets(args.set) if read_set(s).n_sources == separator.n_sources]
-        if not sets:
-            raise LvbdError(f"{args.set} holds no {separator.n_sources}-speaker set")
-        summary = evaluate_long_form(separator, sets[0], args.seconds, args.chunk, args.overlap,
+        mixtures = None
+        if args.split:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from segment_choice import split_speakers
+
+            from lvbd.longform import mixtures_from_speakers
+
+            source = f"{args.data}/{args.split}"
+            groups = split_speakers(args.data, args.split)
+            if len(groups) < separator.n_sources:
+                raise LvbdError(f"{source}: fewer than {separator.n_sources} speakers")
+            mixtures = mixtures_from_speakers(groups, separator.n_sources, args.seconds,
+                                              args.mixtures, args.seed)
+        else:
+            sets = [s for s in find_sets(args.set) if read_set(s).n_sources == separator.n_sources]
+            if not sets:
+                raise LvbdError(f"{args.set} holds no {separator.n_sources}-speaker set")
+            source = sets[0]
+        summary = evaluate_long_form(separator, source, args.seconds, args.chunk, args.overlap,
                                      args.mixtures, args.seed, tuple(args.modes.split(",")),
-                                     args.context, args.window)
+                                     args.context, args.window, mixtures)
     except LvbdError as err:
         sys.stderr.write(f"streaming_quality: error: {err}\n")
         return 1
-    print(f"{args.model} on {sets[0]}: {args.mixtures} mixtures of {args.seconds:g} s, "
+    print(f"{args.model} on {source}: {args.mixtures} mixtures of {args.seconds:g} s, "
           f"{args.chunk:g} s chunks (stream overlap {args.overlap:g}, context {args.context:g} s; "
           f"swaps over {summary['window']:g} s windows)")
     print(f"{'mode':<12} {'swap rate':>10} {'swaps':>12} {'decided':>8} {'swaps':>12} "

@@ -245,12 +245,15 @@ def offline_swaps(estimates: np.ndarray, offline: np.ndarray, sample_rate: int, 
 
 def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, chunk: float = 2.0,
                        overlap: float = 0.25, n_mixtures: int = 4, seed: int = 0,
-                       modes=MODES, context: float = 0.0, window: float | None = None) -> dict:
-    """Every mode on every long mixture of ``set_dir`` → summary: per mode the pooled swap rate
+                       modes=MODES, context: float = 0.0, window: float | None = None,
+                       mixtures: list[LongMixture] | None = None) -> dict:
+    """Every mode on every long mixture of ``set_dir`` (or on ``mixtures`` when given, e.g. from
+    :func:`mixtures_from_speakers`; ``set_dir`` then only names them) → summary: per mode the pooled swap rate
     (swaps / boundaries over all mixtures), the mean SI-SDRi and the per-mixture values; with
     ``whole`` among the modes, also the other modes' swaps against it (:func:`offline_swaps`).
     Swaps are counted over ``window``-second windows (default: ``chunk``)."""
-    mixtures = long_mixtures(set_dir, seconds, n_mixtures, seed)
+    if mixtures is None:
+        mixtures = long_mixtures(set_dir, seconds, n_mixtures, seed)
     per_mode: dict[str, list[dict]] = {mode: [] for mode in modes}
     for mix in mixtures:
         outputs = separate_modes(separator, mix.mixture, mix.sample_rate, chunk, overlap, modes,
