@@ -38,8 +38,12 @@ def write_long_file(path: Path, minutes: float, sample_rate: int = 8000) -> None
             f.write(wav[: min(len(wav), total - start)])
 
 
-def run_separate(model: str, path: Path, out: Path) -> tuple[float, float]:
-    cmd = [sys.executable, "-m", "lvbd", "separate", str(path), "-o", str(out), "--model", model,
+def run_separate(model: str, path: Path, out: Path,
+                 launcher: tuple[str, ...] = ("-m", "lvbd")) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of one ``lvbd separate`` process; ``launcher``: the Python
+    arguments that start the command line (``-m lvbd``, or ``-c CODE`` that calls
+    ``lvbd.cli.main`` after changing something)."""
+    cmd = [sys.executable, *launcher, "separate", str(path), "-o", str(out), "--model", model,
            "--quiet", "--force"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))

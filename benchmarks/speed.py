@@ -43,10 +43,6 @@ DEFAULT_MALLOC = ("import sys, lvbd.cli as c; c.keep_freed_memory = lambda: Fals
                   "sys.exit(c.main(sys.argv[1:]))")
 
 
-def separate_args(path: Path) -> list[str]:
-    """``lvbd separate`` of ``path`` with the shipped model, as run_separate does."""
-    return ["separate", str(path), "-o", str(path.parent / "out"), "--quiet", "--force"]
-
 
 def timed_process(cmd: list[str]) -> tuple[float, float]:
     """(seconds, peak RSS MiB) of one whole process."""
@@ -199,8 +195,8 @@ def main() -> None:
                                "--stream", "--segment", str(args.stream_segment)]
             runs["lvbd --stream"] = lambda: _one_thread(timed_process, stream_cmd)
             # the same process with glibc's default thresholds (lvbd/allocator.py not applied)
-            runs["lvbd, glibc default"] = lambda: timed_process(
-                [sys.executable, "-c", DEFAULT_MALLOC] + separate_args(path))
+            runs["lvbd, glibc default"] = lambda: run_separate(
+                models["lvbd"], path, tmp / "out", launcher=("-c", DEFAULT_MALLOC))
             for name, values in interleaved(runs, args.repeats).items():
                 t, rss = median([v[0] for v in values]), median([v[1] for v in values])
                 table[(name, minutes)] = (t, rss)

@@ -188,18 +188,17 @@ class DepthwiseConv1d(nn.Conv1d):
             y = F.conv1d(x.reshape(1, B * C, T), scaled.reshape(B * C, 1, -1), None, 1,
                          self.padding, self.dilation, B * C).view(B, C, T) + bias
         else:
-            offsets = self._offsets()
-            centre = offsets.index(0)
+            centre = (self.kernel_size[0] - 1) // 2
             y = torch.addcmul(bias, x, scaled[..., centre:centre + 1])
-            for j, o in enumerate(offsets):
+            for j, o in enumerate(self._offsets()):
                 if o != 0 and abs(o) < T:  # a tap further than T frames away sees only padding
                     out, inp = (slice(-o, None), slice(None, T + o)) if o < 0 else \
                                (slice(None, T - o), slice(o, None))
                     y[..., out].addcmul_(x[..., inp], scaled[..., j:j + 1])
         if shift is not None:  # where a tap reads the zero padding, the shift is not there
             for j, o in enumerate(self._offsets()):
-                edge = slice(None, min(-o, T)) if o < 0 else slice(max(T - o, 0), None)
                 if o != 0:
+                    edge = slice(None, min(-o, T)) if o < 0 else slice(max(T - o, 0), None)
                     y[..., edge] -= shift * taps[:, j:j + 1]
         return y
 
