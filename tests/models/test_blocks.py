@@ -261,3 +261,29 @@ def test_depthwise_conv_of_an_affine_map_equals_the_map_then_the_conv(kernel_siz
     for a, b in zip(torch.autograd.grad((got * g).sum(), params),
                     torch.autograd.grad((plain * g).sum(), params)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_params", [1, 6])
+def test_prelu_export_form_equals_prelu(monkeypatch, n_params):
+    """The graph-export spelling relu(x) + a·min(x, 0) gives nn.PReLU's output, for negative
+    and positive slopes alike."""
+    from lvbd.models import blocks
+
+    act = blocks.PReLU(n_params)
+    with torch.no_grad():
+        act.weight.copy_(torch.linspace(-0.3, 0.4, n_params))
+    x = torch.randn(2, 6, 50, generator=torch.Generator().manual_seed(0))
+    plain = act(x)
+    assert torch.equal(plain, F.prelu(x, act.weight))
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    torch.testing.assert_close(act(x), plain, rtol=0, atol=1e-7)
+
+
+def test_softmax_export_form_equals_softmax(monkeypatch):
+    from lvbd.models import blocks
+
+    x = 30 * torch.randn(2, 3, 8, 20, generator=torch.Generator().manual_seed(1))
+    plain = blocks.softmax(x, dim=1)
+    assert torch.equal(plain, torch.softmax(x, dim=1))
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    torch.testing.assert_close(blocks.softmax(x, dim=1), plain, rtol=1e-6, atol=1e-7)

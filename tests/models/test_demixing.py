@@ -421,3 +421,18 @@ def test_predicted_demixer_loads_shipped_weights():
     h = F.gelu(F.linear(h, state["net.2.weight"], state["net.2.bias"]))
     delta = F.linear(h, state["net.4.weight"], state["net.4.bias"])  # (B, D, K·M)
     torch.testing.assert_close(net(z), torch.eye(M)[:K] + delta.view(2, D, K, M))
+
+
+def test_covariances_export_form_equals_einsum(monkeypatch):
+    """The graph-export spelling of C_d and V_{k,d} (outer products, one matmul with φ) equals
+    the einsums."""
+    from lvbd.models import demixing
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 4, 5, 30, generator=gen, dtype=torch.float64)  # (B, M, D, T)
+    phi = torch.rand(2, 3, 30, generator=gen, dtype=torch.float64)  # (B, K, T)
+    C, V = demixing._covariance(z, 1e-3), demixing._weighted_covariances(z, phi, 1e-3)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    torch.testing.assert_close(demixing._covariance(z, 1e-3), C, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(demixing._weighted_covariances(z, phi, 1e-3), V, rtol=1e-12,
+                               atol=1e-12)

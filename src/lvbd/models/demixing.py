@@ -104,9 +104,20 @@ def _load(A: Tensor, rel: float, absolute: float = _LOAD_ABS) -> Tensor:
     return A + (rel * tr / n + absolute)[..., None, None] * eye
 
 
+def _outer_products(z: Tensor) -> Tensor:
+    """z_{m,d,t} z_{n,d,t} for every m, n: (B, M, D, T) -> (B, M·M·D, T). The graph-export form
+    of the covariances below: onnxruntime's Einsum ran them ≈5× slower (docs/design.md "Ninth
+    session")."""
+    B, M, D, T = z.shape
+    return (z[:, :, None] * z[:, None]).reshape(B, M * M * D, T)
+
+
 def _covariance(z: Tensor, loading: float) -> Tensor:
     """C_d = (1/T) Σ_t z_{:,d,t} z_{:,d,t}ᵀ, loaded. z (B, M, D, T) -> (B, D, M, M)."""
-    T = z.shape[-1]
+    B, M, D, T = z.shape
+    if torch.compiler.is_exporting():
+        C = _outer_products(z).mean(dim=-1).reshape(B, M, M, D).permute(0, 3, 1, 2)
+        return _load(C, loading)
     return _load(torch.einsum("bmdt,bndt->bdmn", z, z) / T, loading)
 
 
@@ -143,7 +154,10 @@ def _block_weights(Y: Tensor, source_model: str) -> Tensor:
 
 def _weighted_covariances(z: Tensor, phi: Tensor, loading: float) -> Tensor:
     """V_{k,d} = (1/T) Σ_t φ_{k,t} z_{:,d,t} z_{:,d,t}ᵀ, loaded. (B, M, D, T), (B, K, T) -> (B, K, D, M, M)."""
-    T = z.shape[-1]
+    B, M, D, T = z.shape
+    if torch.compiler.is_exporting():  # one (M·M·D, T) @ (T, K) product per example
+        V = (_outer_products(z) @ phi.transpose(1, 2)) / T  # (B, M·M·D, K)
+        return _load(V.reshape(B, M, M, D, -1).permute(0, 4, 3, 1, 2), loading)
     return _load(torch.einsum("bkt,bmdt,bndt->bkdmn", phi, z, z) / T, loading)
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..config import ConfigError, ModelConfig
-from .blocks import STD_EPS, SeparationModel, check_inputs, normalise_mixture, project_to_mixture
+from .blocks import STD_EPS, SeparationModel, check_inputs, normalise_mixture, project_to_mixture, softmax
 from .demixing import PredictedDemixer, apply_demixing, auxiva_demix, iss_demix
 from .encoder import build_frontend
 from .lifting import Lifting
@@ -124,7 +124,7 @@ class LVBD(SeparationModel):
         """
         G = self.source_decoder(y)  # (B, K, N, T)
         if self.cfg.decoder == "mask":
-            G = torch.softmax(G, dim=1) * X[:, None]  # (B, K, N, T)
+            G = softmax(G, dim=1) * X[:, None]  # (B, K, N, T)
         return synthesise(self.frontend, G, length)
 
     # ------------------------------------------------------------------ helpers

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .blocks import PointwiseConv1d
+from .blocks import PointwiseConv1d, PReLU
 from .demixing import apply_demixing
 
 __all__ = ["PosteriorHead", "SourceDecoder", "gaussian_posterior", "reparameterise", "synthesise"]
@@ -64,7 +64,7 @@ class SourceDecoder(nn.Module):
 
     def __init__(self, block_size: int, hidden: int, n_filters: int):
         super().__init__()
-        self.net = nn.Sequential(PointwiseConv1d(block_size, hidden), nn.PReLU(),
+        self.net = nn.Sequential(PointwiseConv1d(block_size, hidden), PReLU(),
                                  PointwiseConv1d(hidden, n_filters))
 
     def forward(self, y: Tensor) -> Tensor:
