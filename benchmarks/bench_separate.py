@@ -39,12 +39,13 @@ def write_long_file(path: Path, minutes: float, sample_rate: int = 8000) -> None
 
 
 def run_separate(model: str, path: Path, out: Path,
-                 launcher: tuple[str, ...] = ("-m", "lvbd")) -> tuple[float, float]:
+                 launcher: tuple[str, ...] = ("-m", "lvbd"),
+                 flags: tuple[str, ...] = ()) -> tuple[float, float]:
     """(seconds, peak RSS MiB) of one ``lvbd separate`` process; ``launcher``: the Python
     arguments that start the command line (``-m lvbd``, or ``-c CODE`` that calls
-    ``lvbd.cli.main`` after changing something)."""
+    ``lvbd.cli.main`` after changing something); ``flags``: more options (``--engine torch``)."""
     cmd = [sys.executable, *launcher, "separate", str(path), "-o", str(out), "--model", model,
-           "--quiet", "--force"]
+           "--quiet", "--force", *flags]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
     _, status, usage = os.wait4(proc.pid, 0)

@@ -5,15 +5,17 @@
 Rows (every figure a median over ``--repeats`` interleaved runs, order alternating):
 
 * ``lvbd separate`` whole processes (start-up included, peak RSS from ``wait4``) on a 1- and a
-  10-minute 8 kHz file: the shipped model, the Conv-TasNet-style baseline of equal size
-  (``configs/default.yaml`` with ``model.arch=convtasnet``, random weights: speed only), and
-  ``lvbd separate --stream`` (0.5 s segments, one thread: the real-time-on-one-core goal);
-* start-up: ``lvbd --help`` and ``lvbd separate`` of a 1-second file, beside a bare
-  ``python -c "import torch"`` (the floor for any process that runs a torch model);
+  10-minute 8 kHz file: the shipped model as users run it (``--model default``: the
+  onnxruntime engine on a machine without GPU), the same with ``--engine torch`` (and with
+  glibc's default malloc), the Conv-TasNet-style baseline of equal size (``configs/default.yaml``
+  with ``model.arch=convtasnet``, random weights: speed only; torch), and ``lvbd separate
+  --stream`` (0.5 s segments, one thread: the real-time-on-one-core goal);
+* start-up: ``lvbd --help`` and ``lvbd separate`` of a 1-second file on both engines, beside a
+  bare ``python -c "import torch"`` (the floor for any process that runs a torch model);
 * in-process model time on ``--peer-seconds`` of audio: the two lvbd models, onnxruntime on the
-  exported shipped model (when onnx + onnxruntime are installed; export time and parity
-  printed), asteroid's ConvTasNet and SpeechBrain's SepFormer (built without weights, only when
-  importable: this script installs nothing);
+  shipped graph (``pretrained/default.onnx``; parity printed), asteroid's ConvTasNet and
+  SpeechBrain's SepFormer (built without weights, only when importable: this script installs
+  nothing);
 * training throughput (examples/s, batch 4 × 2 s, forward + loss + backward + Adam step) of the
   shipped recipe vs the baseline.
 
@@ -152,7 +154,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=10)
     parser.add_argument("--stream-segment", type=float, default=0.5)
     parser.add_argument("--quick", action="store_true", help="tiny settings: checks the script")
-    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and rows")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the in-process onnxruntime row")
     args = parser.parse_args()
     keep_freed_memory()  # as the lvbd command does, for the in-process rows
     if args.quick:
@@ -184,33 +186,37 @@ def main() -> None:
 
         # ---------------------------------------------------------------- whole processes
         print(f"\n== lvbd separate, whole processes ({args.repeats} interleaved runs, medians)")
-        print(f"{'model':<16} {'minutes':>7} {'seconds':>8} {'RTF':>7} {'peak MiB':>9}")
+        print(f"{'model':<20} {'minutes':>7} {'seconds':>8} {'RTF':>7} {'peak MiB':>9}")
         table: dict[tuple[str, float], tuple[float, float]] = {}
         for minutes in args.minutes:
             path = tmp / f"long_{minutes:g}.wav"
             write_long_file(path, minutes)
-            runs = {name: (lambda p=p: run_separate(p, path, tmp / "out")) for name, p in
-                    models.items()}
+            torch_engine = ("--engine", "torch")
+            runs = {"lvbd": lambda: run_separate("default", path, tmp / "out"),
+                    "lvbd torch": lambda: run_separate("default", path, tmp / "out",
+                                                       flags=torch_engine),
+                    "convtasnet": lambda: run_separate(models["convtasnet"], path, tmp / "out")}
             stream_cmd = py + ["separate", str(path), "-o", str(tmp / "out"), "-q", "--force",
                                "--stream", "--segment", str(args.stream_segment)]
             runs["lvbd --stream"] = lambda: _one_thread(timed_process, stream_cmd)
-            # the same process with glibc's default thresholds (lvbd/allocator.py not applied)
-            runs["lvbd, glibc default"] = lambda: run_separate(
-                models["lvbd"], path, tmp / "out", launcher=("-c", DEFAULT_MALLOC))
+            # the torch engine with glibc's default thresholds (lvbd/allocator.py not applied)
+            runs["torch, glibc malloc"] = lambda: run_separate(
+                "default", path, tmp / "out", launcher=("-c", DEFAULT_MALLOC), flags=torch_engine)
             for name, values in interleaved(runs, args.repeats).items():
                 t, rss = median([v[0] for v in values]), median([v[1] for v in values])
                 table[(name, minutes)] = (t, rss)
-                print(f"{name:<16} {minutes:>7.3g} {t:>8.2f} {t / (60 * minutes):>7.3f} "
+                print(f"{name:<20} {minutes:>7.3g} {t:>8.2f} {t / (60 * minutes):>7.3f} "
                       f"{rss:>9.0f}")
             path.unlink()
         lo, hi = args.minutes[0], args.minutes[-1]
         for minutes in args.minutes:
-            ratio = table[("lvbd", minutes)][0] / table[("lvbd, glibc default", minutes)][0]
-            print(f"time lvbd / lvbd with glibc's default malloc at {minutes:g} min: {ratio:.2f}")
-        for minutes in args.minutes:
-            ratio = table[("lvbd", minutes)][0] / table[("convtasnet", minutes)][0]
-            print(f"time lvbd / convtasnet at {minutes:g} min: {ratio:.2f}")
-        for name in ("lvbd", "convtasnet", "lvbd --stream"):
+            t = {name: table[(name, minutes)][0] for name in runs}
+            print(f"at {minutes:g} min: time lvbd (onnxruntime) / lvbd torch "
+                  f"{t['lvbd'] / t['lvbd torch']:.2f}; lvbd torch / the same with glibc's "
+                  f"default malloc {t['lvbd torch'] / t['torch, glibc malloc']:.2f}; "
+                  f"lvbd / convtasnet {t['lvbd'] / t['convtasnet']:.2f}; lvbd torch / "
+                  f"convtasnet {t['lvbd torch'] / t['convtasnet']:.2f}")
+        for name in ("lvbd", "lvbd torch", "convtasnet", "lvbd --stream"):
             print(f"peak RSS {name}: {hi:g} min / {lo:g} min = "
                   f"{table[(name, hi)][1] / table[(name, lo)][1]:.2f}")
         print(f"streaming (--segment {args.stream_segment}, 1 thread): latency "
@@ -225,16 +231,22 @@ def main() -> None:
             "import torch": lambda: timed_process([sys.executable, "-c", "import torch"]),
             "lvbd --help": lambda: timed_process(py + ["--help"]),
             "separate 1 s": lambda: timed_process(py + ["separate", str(one), "-o",
-                                                        str(tmp / "o1"), "-q", "--force"])},
+                                                        str(tmp / "o1"), "-q", "--force"]),
+            "separate 1 s torch": lambda: timed_process(py + ["separate", str(one), "-o",
+                                                              str(tmp / "o1"), "-q", "--force",
+                                                              "--engine", "torch"])},
             max(args.repeats, 3))
         print("\n== start-up (whole processes, medians)")
         for name, values in starts.items():
-            print(f"{name:<16} {median([v[0] for v in values]):.2f} s")
+            print(f"{name:<20} {median([v[0] for v in values]):.2f} s "
+                  f"(peak {median([v[1] for v in values]):.0f} MiB)")
         floor = median([v[0] for v in starts["import torch"]])
+        print(f"start-up onnxruntime / torch engine: "
+              f"{median([v[0] for v in starts['separate 1 s']]) / median([v[0] for v in starts['separate 1 s torch']]):.2f}")
         for minutes in args.minutes:
-            rest = table[("lvbd", minutes)][0] - floor
-            print(f"lvbd separate of {minutes:g} min less importing torch: {rest:.2f} s "
-                  f"(RTF {rest / (60 * minutes):.3f})")
+            rest = table[("lvbd torch", minutes)][0] - floor
+            print(f"lvbd separate --engine torch of {minutes:g} min less importing torch: "
+                  f"{rest:.2f} s (RTF {rest / (60 * minutes):.3f})")
 
         # ---------------------------------------------------------------- in-process models
         print(f"\n== model time in process on {args.peer_seconds:g} s of audio "
@@ -243,7 +255,7 @@ def main() -> None:
         base_model, _, _ = load_model(base)
         forwards = {"lvbd (torch)": lvbd_model, "convtasnet (torch)": base_model}
         if not args.no_onnx:
-            forwards.update(_onnx(lvbd_model, tmp))
+            forwards.update(_onnx(lvbd_model))
         forwards.update(peers(args.peer_seconds))
         times = interleaved({name: (lambda f=f: model_time(f, args.peer_seconds))
                              for name, f in forwards.items()}, max(args.repeats, 2))
@@ -279,25 +291,20 @@ def _one_thread(fn, cmd):
             os.environ["OMP_NUM_THREADS"] = old
 
 
-def _onnx(model, tmp: Path) -> dict:
-    from lvbd.export_onnx import (OnnxModel, export_onnx, onnx_available,
-                                  onnxruntime_available)
-
-    if not (onnx_available() and onnxruntime_available()):
-        print("onnxruntime: skipped (pip install 'lvbd[onnx]')")
-        return {}
+def _onnx(model) -> dict:
+    """The shipped graph in onnxruntime as an in-process row, with its parity to ``model``."""
+    import numpy as np
     import torch
 
-    start = time.perf_counter()
-    path = export_onnx(model, tmp / "lvbd.onnx")
-    took = time.perf_counter() - start
-    runtime = OnnxModel(path)
+    from lvbd.runtime import OnnxModel
+    from lvbd.separate import pretrained_path
+
+    runtime = OnnxModel(pretrained_path("default", ".onnx"))
     x = torch.randn(1, 80000, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        err = (runtime(x).estimates - model(x).estimates).abs().max().item()
-    print(f"ONNX export of the shipped model: {took:.1f} s; parity on 10 s of random input: "
-          f"max |onnxruntime - torch| = {err:.2e}")
-    return {"lvbd (onnxruntime)": lambda x: runtime(x)}
+        err = np.abs(runtime.run(x.numpy()).estimates - model(x).estimates.numpy()).max()
+    print(f"shipped graph parity on 10 s of random input: max |onnxruntime - torch| = {err:.2e}")
+    return {"lvbd (onnxruntime)": lambda x: runtime.run(x.numpy())}
 
 
 def _cpu_name() -> str:

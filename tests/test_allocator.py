@@ -33,8 +33,9 @@ def _faults_per_call(mode: str) -> float:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt: Linux only")
 def test_model_calls_reuse_freed_buffers_without_page_faults():
     # measured: ≈40,000 faults per call (160 MiB of 4 KiB pages touched afresh) without it, 0 with
+    # it alone, ≈2,000 once while the whole suite ran (code pages mapped in late: not buffers)
     assert _faults_per_call("off") > 10_000
-    assert _faults_per_call("on") < 1_000
+    assert _faults_per_call("on") < 5_000
 
 
 def test_cli_sets_it(monkeypatch):

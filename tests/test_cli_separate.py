@@ -519,7 +519,8 @@ def test_defaults_are_the_documented_ones():
     (["--float32"], {"bits": "FLOAT"}),
     (["--force"], {"force": True}), (["-j", "2"], {"jobs": 2}), (["--jobs", "3"], {"jobs": 3}),
     (["-q"], {"quiet": True}), (["--quiet"], {"quiet": True}), (["--stream"], {"stream": True}),
-    (["--flip"], {"flip": True}),
+    (["--flip"], {"flip": True}), (["--engine", "torch"], {"engine": "torch"}),
+    (["--engine", "onnxruntime"], {"engine": "onnxruntime"}), ([], {"engine": "auto"}),
 ])
 def test_every_documented_flag_sets_its_option(flags, expected):
     args = _args(*flags)
@@ -528,7 +529,7 @@ def test_every_documented_flag_sets_its_option(flags, expected):
 
 @pytest.mark.parametrize("flags", [
     [], ["-d", "gpu"], ["--clip-mode", "soft"], ["--format", "ogg"], ["--flac", "--mp3"],
-    ["--int16", "--int24"], ["--segment", "short"], ["-j", "two"],
+    ["--int16", "--int24"], ["--segment", "short"], ["-j", "two"], ["--engine", "onnx"],
 ])
 def test_values_outside_the_documented_choices_are_usage_errors(flags, capsys):
     argv = ["separate", *flags] if not flags else ["separate", "x.wav", *flags]
@@ -546,7 +547,7 @@ def test_the_options_are_exactly_the_documented_ones():
         "-h", "--help", "-v", "--verbose", "-q", "--quiet", "-o", "--out", "-n", "--name",
         "--model", "-d", "--device", "--segment", "--overlap", "--context", "--low-latency",
         "--clip-mode", "--format", "--flac", "--mp3", "--int16", "--int24", "--float32",
-        "--force", "-j", "--jobs", "--stream", "--flip"}
+        "--force", "-j", "--jobs", "--stream", "--flip", "--engine"}
 
 
 # ------------------------------------------------------------------ --flip

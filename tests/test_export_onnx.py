@@ -1,4 +1,4 @@
-"""ONNX export (lvbd.export_onnx): the small solver, parity with torch, the onnxruntime path."""
+"""ONNX export (lvbd.export_onnx): the small solver, parity with torch, the shipped graph."""
 import numpy as np
 import pytest
 import torch
@@ -7,9 +7,13 @@ from lvbd.checkpoint import save_checkpoint
 from lvbd.cli import main
 from lvbd.config import load_config
 from lvbd.errors import LvbdError
-from lvbd.export_onnx import onnx_available, onnx_separator, onnxruntime_available, small_solve
+from lvbd.export_onnx import onnx_available, small_solve
+from lvbd.fileio import sha256_file
 from lvbd.models import build_model
 from lvbd.models import demixing
+from lvbd.runtime import OnnxModel, onnxruntime_available
+from lvbd.separate import Separator, pretrained_path
+from lvbd.talkers import latent_tail, tail_share
 
 needs_onnx = pytest.mark.skipif(not (onnx_available() and onnxruntime_available()),
                                 reason="pip install 'lvbd[onnx]'")
@@ -74,15 +78,23 @@ def test_export_parity_and_onnxruntime_separator(tmp_path, arch, lifting):
     ckpt, model = _checkpoint(tmp_path, arch, lifting)
     out = tmp_path / f"{arch}.onnx"
     assert main(["export", "-q", "--format", "onnx", str(ckpt), str(out)]) == 0
-    sep = onnx_separator(out, segment=0.25)
+    sep = Separator.load(str(out), segment=0.25)
+    assert sep.engine == "onnxruntime" and sep.model.weights_sha256 == sha256_file(ckpt)
     g = torch.Generator().manual_seed(1)
-    for B, L in [(1, 1999), (3, 4321)]:  # dynamic batch and length
-        x = torch.randn(B, L, generator=g)
+    for B, L in [(1, 1999), (3, 4321), (1, 800)]:  # dynamic batch and length; silence
+        x = torch.randn(B, L, generator=g) if L != 800 else torch.zeros(B, L)
         with torch.no_grad():
-            ref = model(x).estimates
-        est = sep.model(x).estimates
-        assert est.shape == ref.shape
-        assert (est - ref).abs().max().item() <= PARITY
+            ref = model(x)
+        got = sep.model.run(x.numpy())
+        assert got.estimates.shape == ref.estimates.shape
+        assert all(np.isfinite(v).all() for v in vars(got).values() if v is not None)
+        assert np.abs(got.estimates - ref.estimates.numpy()).max() <= PARITY
+        if arch == "lvbd":  # confidence and the latent covariance behind the talker check
+            assert np.abs(got.confidence - ref.confidence.numpy()).max() <= PARITY
+            np.testing.assert_allclose(got.latent_covariance.mean(axis=1)[..., 0, 0],
+                                       ref.z[:, 0].pow(2).mean(dim=(1, 2)).numpy(), rtol=1e-4)
+        else:
+            assert got.confidence is None and got.latent_covariance is None
     # the onnxruntime model through the chunker: the same as the torch model's first segment
     wav = np.random.default_rng(2).standard_normal((1, 1500)).astype(np.float32)
     with torch.no_grad():
@@ -99,26 +111,35 @@ def test_export_errors_are_one_line(tmp_path, capsys):
                  str(tmp_path / "x.onnx")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("lvbd: error:") and err.count("\n") == 1
-    from lvbd.export_onnx import OnnxModel
-
     if onnxruntime_available():
         (tmp_path / "bad.onnx").write_bytes(b"junk")
         with pytest.raises(LvbdError, match="cannot load ONNX model"):
             OnnxModel(tmp_path / "bad.onnx")
 
 
-@needs_onnx
-def test_shipped_model_parity_on_10_seconds(tmp_path):
-    """The shipped model on 10 s at 8 kHz: its gLN statistics reduce C·T ≈ 1.3 M values; taken
-    over both dims at once, onnxruntime's float32 ReduceMean put the output 4.6e-4 off torch
-    (and torch itself is 2e-6 from float64); one dim at a time, 6e-6 (models/blocks.py)."""
+def test_shipped_graph_is_the_shipped_model(tmp_path):
+    """pretrained/default.onnx was exported from pretrained/default.safetensors as it is now
+    (its recorded sha256), and equals it on 10 s at 8 kHz: estimates, confidence and the latent
+    tail. (Its gLN statistics reduce C·T ≈ 1.3 M values; taken over both dims at once,
+    onnxruntime's float32 ReduceMean put the output 4.6e-4 off torch; one dim at a time, 6e-6:
+    models/blocks.py.) After a new model: lvbd export --format onnx default
+    src/lvbd/pretrained/default"""
     from lvbd.checkpoint import load_model
-    from lvbd.export_onnx import OnnxModel, export_onnx
-    from lvbd.separate import pretrained_path
 
-    model, _, _ = load_model(pretrained_path())
-    runtime = OnnxModel(export_onnx(model, tmp_path / "default.onnx"), threads=1)
+    graph = OnnxModel(pretrained_path("default", ".onnx"), threads=1)
+    assert graph.weights_sha256 == sha256_file(pretrained_path()), \
+        "the shipped graph is stale: export it again (see the docstring)"
+    model, cfg, _ = load_model(pretrained_path())
+    assert graph.config.talker_threshold == cfg.model.talker_threshold
     x = torch.randn(1, 80000, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        err = (runtime(x).estimates - model(x).estimates).abs().max().item()
-    assert err <= PARITY
+        ref, silent = model(x), model(torch.zeros(1, 800))
+    # silence: every "+ eps" must survive the export (_fold_constants), else NaN
+    got = graph.run(np.zeros((1, 800), dtype=np.float32))
+    assert np.array_equal(got.estimates, silent.estimates.numpy())
+    assert np.abs(got.confidence - silent.confidence.numpy()).max() <= PARITY
+    got = graph.run(x.numpy())
+    assert np.abs(got.estimates - ref.estimates.numpy()).max() <= PARITY
+    assert np.abs(got.confidence - ref.confidence.numpy()).max() <= PARITY
+    want = latent_tail(ref.z, model.n_sources).item()
+    assert tail_share(got.latent_covariance, model.n_sources)[0] == pytest.approx(want, rel=1e-4)

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
-__all__ = ["hungarian", "hungarian_batch", "match_by_correlation", "sinkhorn", "log_sinkhorn",
-           "check_square"]
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch is imported inside the functions that take tensors: the separator's numpy path
+# (``lvbd.runtime``) uses this module without it
+__all__ = ["hungarian", "hungarian_batch", "correlation_order", "match_by_correlation",
+           "sinkhorn", "log_sinkhorn", "check_square"]
 
 
 def check_square(C: Tensor, name: str) -> None:
@@ -69,18 +74,33 @@ def hungarian_batch(C: Tensor) -> Tensor:
     Found on the detached matrix in float64; a NaN cost counts as +inf and ±inf as ±1e30, so a
     batch with a broken entry still gets a permutation (the loss then shows the NaN).
     """
+    import torch
+
     cost = C.detach().cpu().double().numpy()
-    cost = np.nan_to_num(cost, nan=np.inf, posinf=1e30, neginf=-1e30)
-    perm = np.stack([hungarian(c) for c in cost])  # (B, K)
+    perm = np.stack([hungarian(_finite(c)) for c in cost])  # (B, K)
     return torch.as_tensor(perm, dtype=torch.long, device=C.device)
 
 
+def _finite(cost: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(cost, nan=np.inf, posinf=1e30, neginf=-1e30)
+
+
+def correlation_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """perm (K,): b[perm[k]] is the row that best matches a[k] (Hungarian on the normalised
+    correlations ⟨a_k, b_j⟩ / (‖a_k‖‖b_j‖), in float64); a (K, L), b (K_b >= K, L)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=-1)[:, None] * np.linalg.norm(b, axis=-1)[None] + 1e-12
+    return hungarian(_finite(-(a @ b.T) / norms))
+
+
 def match_by_correlation(a: Tensor, b: Tensor) -> Tensor:
-    """perm (B, K): b[i, perm[i, k]] is the column that best matches a[i, k] (Hungarian on the
-    normalised correlations ⟨a_k, b_j⟩ / (‖a_k‖‖b_j‖)); a (B, K, L), b (B, K_b >= K, L)."""
-    score = torch.einsum("bkl,bjl->bkj", a, b)  # (B, K, K_b)
-    norms = a.norm(dim=-1)[:, :, None] * b.norm(dim=-1)[:, None, :] + 1e-12
-    return hungarian_batch(-score / norms)
+    """:func:`correlation_order` per batch item: perm (B, K) long on a's device; a (B, K, L),
+    b (B, K_b >= K, L)."""
+    import torch
+
+    a_np, b_np = (v.detach().double().cpu().numpy() for v in (a, b))
+    perm = np.stack([correlation_order(x, y) for x, y in zip(a_np, b_np)])  # (B, K)
+    return torch.as_tensor(perm, dtype=torch.long, device=a.device)
 
 
 def log_sinkhorn(Z: Tensor, n_iter: int) -> Tensor:
@@ -88,12 +108,12 @@ def log_sinkhorn(Z: Tensor, n_iter: int) -> Tensor:
     Z ← Z − logsumexp_i Z, in the log domain. (B, K, K) -> (B, K, K)."""
     check_square(Z, "sinkhorn")
     for _ in range(n_iter):
-        Z = Z - torch.logsumexp(Z, dim=2, keepdim=True)
-        Z = Z - torch.logsumexp(Z, dim=1, keepdim=True)
+        Z = Z - Z.logsumexp(dim=2, keepdim=True)
+        Z = Z - Z.logsumexp(dim=1, keepdim=True)
     return Z
 
 
 def sinkhorn(log_alpha: Tensor, n_iter: int) -> Tensor:
     """Sinkhorn operator: P = exp(log_sinkhorn(log_alpha, n_iter)), (B, K, K) -> (B, K, K),
     doubly stochastic in the limit (a soft, differentiable permutation)."""
-    return torch.exp(log_sinkhorn(log_alpha, n_iter))
+    return log_sinkhorn(log_alpha, n_iter).exp()

@@ -84,12 +84,14 @@ def get_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
 
 def print_env() -> int:
     import numpy
+    import onnxruntime
     import scipy
     import soundfile
     import torch
 
     for name, version in [("lvbd", __version__), ("python", sys.version.split()[0]),
-                          ("torch", torch.__version__), ("numpy", numpy.__version__),
+                          ("torch", torch.__version__), ("onnxruntime", onnxruntime.__version__),
+                          ("numpy", numpy.__version__),
                           ("scipy", scipy.__version__), ("soundfile", soundfile.__version__),
                           ("libsndfile", soundfile.__libsndfile_version__),
                           ("cuda", str(torch.cuda.is_available()))]:

@@ -18,7 +18,6 @@ Output folders (demucs layout, README "Where the outputs go"):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LvbdError
-from .fileio import atomic_write
+from .fileio import atomic_write, sha256_file
 from .inputs import find_inputs
 from .progress import show_progress
 
@@ -72,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", "--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where the model runs; auto: a CUDA GPU when there is one, else "
                              "the CPU")
+    parser.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
+                        help="what runs the model; auto: onnxruntime for the shipped model (or an "
+                             ".onnx file) on the CPU, which starts without loading torch; torch "
+                             "for checkpoints, a GPU, --flip, and pieces without overlap or "
+                             "context (docs/streaming.md)")
     parser.add_argument("--segment", type=float, default=None, metavar="SECONDS",
                         help="long files are separated in pieces of this length (default: "
                              "the model's own, 8 s for the shipped model)")
@@ -137,11 +141,7 @@ def model_identity(spec: str) -> tuple[str, Path | None, str]:
     path = pretrained_path() if spec == "default" else Path(spec)
     if not path.is_file():
         return Path(spec).stem, None, ""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return ("default" if spec == "default" else path.stem), path, digest.hexdigest()[:16]
+    return ("default" if spec == "default" else path.stem), path, sha256_file(path)[:16]
 
 
 def _candidates(path: Path, rel: Path) -> list[Path]:
@@ -294,16 +294,32 @@ def chunking(args: argparse.Namespace) -> tuple[float | None, float | None, floa
 
 
 def load_separator(model: str, device: str, segment: float | None, overlap: float | None,
-                   context: float = 0.0, flip: bool = False):
-    from .separate import Separator, resolve_device
+                   context: float = 0.0, flip: bool = False, engine: str = "auto",
+                   threads: int | None = None):
+    """The separator that the flags ask for; ``threads`` (the onnxruntime engine's; torch's are
+    set by the caller). LvbdError naming the flag."""
+    from .runtime import check_chunking
+    from .separate import Separator, choose_engine, resolve_device
 
+    engine = choose_engine(engine, model, device, flip, overlap, context)
+    if engine == "onnxruntime":
+        problem = ("--flip runs on the torch engine only" if flip else
+                   f"it runs on the CPU only (--device {device})" if device == "cuda" else None)
+        try:
+            if overlap is not None:
+                check_chunking(overlap, context)
+        except LvbdError as err:
+            problem = str(err)
+        if problem:
+            raise LvbdError(f"--engine onnxruntime: {problem}")
+    else:
+        try:
+            device = resolve_device(device)
+        except LvbdError as err:
+            raise LvbdError(f"--device: {err}") from None
     try:
-        device = resolve_device(device)
-    except LvbdError as err:
-        raise LvbdError(f"--device: {err}") from None
-    try:
-        return Separator.load(model, device=device, segment=segment, overlap=overlap,
-                              context=context, flip=flip)
+        return Separator.load(model, device=device, engine=engine, threads=threads,
+                              segment=segment, overlap=overlap, context=context, flip=flip)
     except LvbdError as err:
         raise LvbdError(f"--model: {err}") from None
 
@@ -381,10 +397,12 @@ def _stream_one(sep, job: Job, fmt: str, clip_mode: str, bits: str | None,
 
 
 def _init_worker(model, device, settings, threads):
-    import torch
+    sep = load_separator(model, device, *settings, threads=threads)
+    if sep.engine == "torch":
+        import torch
 
-    torch.set_num_threads(threads)
-    _WORKER["sep"] = load_separator(model, device, *settings)
+        torch.set_num_threads(threads)
+    _WORKER["sep"] = sep
 
 
 def _attempt(sep, job: Job, options: tuple, progress: bool) -> tuple[str, str]:
@@ -426,7 +444,8 @@ def run(args: argparse.Namespace) -> int:
     _check_out(out)
     name, model_path, model_sha = model_identity(args.model)
     flip = getattr(args, "flip", False)
-    settings = (*chunking(args), flip)  # load_separator's segment, overlap, context, flip
+    # load_separator's segment, overlap, context, flip, engine
+    settings = (*chunking(args), flip, getattr(args, "engine", "auto"))
     if flip:
         name += "+flip"  # other outputs than the plain model's: their own folder
     if model_path is None:
@@ -452,11 +471,10 @@ def run(args: argparse.Namespace) -> int:
                 results.append(_attempt(sep, job, options, progress))
                 _report(*results[-1], quiet)
         else:
-            import torch
             from concurrent.futures import ProcessPoolExecutor
 
             load_separator(args.model, args.device, *settings)  # fail fast
-            threads = max(1, torch.get_num_threads() // args.jobs)
+            threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
             with ProcessPoolExecutor(args.jobs, initializer=_init_worker,
                                      initargs=(args.model, args.device, settings, threads)) as pool:
                 for res in pool.map(_work, [(job, options) for job in jobs]):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .checkpoint import average_models, load_model, save_checkpoint
 from .errors import LvbdError
-from .fileio import atomic_write
+from .fileio import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def export_onnx_file(checkpoint: str | Path, out: str | Path) -> Path:
     source = pretrained_path() if str(checkpoint) == "default" else Path(checkpoint)
     model, _, _ = load_model(source)
     out = Path(out)
-    return export_onnx(model, out if out.suffix == ".onnx" else out.with_name(out.name + ".onnx"))
+    return export_onnx(model, out if out.suffix == ".onnx" else out.with_name(out.name + ".onnx"),
+                       weights_sha256=sha256_file(source))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

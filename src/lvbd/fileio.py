@@ -7,6 +7,7 @@ kill leaves at most a stale ``.*.tmp`` beside an intact target.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -61,3 +62,12 @@ def write_if_changed(path: str | Path, content: str) -> bool:
         return False
     atomic_write(path, content)
     return True
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -19,31 +19,65 @@ The engine is itself in layers, each readable and testable alone (demucs ``apply
    streams them into ``audio.StreamWriter`` objects;
 5. live input: :meth:`Separator.stream` runs the same segments (:func:`run_segment`) as soon as
    the blocks fed to it cover them, with a fixed, stated delay (``lvbd.stream``).
+
+Two engines run the model (:data:`ENGINES`): ``torch`` (a checkpoint) and ``onnxruntime`` (an
+exported graph, :mod:`lvbd.runtime`). Everything but the model call is numpy, and this module
+imports torch only when the torch engine is used: ``lvbd separate`` on the CPU runs the shipped
+model's graph without ever importing torch (:func:`choose_engine`).
 """
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import types
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import torch
 
 from . import audio
-from .assignment import match_by_correlation
-from .checkpoint import load_model
-from .config import Config
+from .assignment import correlation_order
 from .errors import LvbdError
-from .talkers import latent_tail, warn_if_more
+from .runtime import OnnxModel, check_chunking, onnxruntime_available
+from .talkers import tail_share, warn_if_more
+
+if TYPE_CHECKING:
+    import torch
+
+    from .config import Config
 
 log = logging.getLogger(__name__)
 Reader = Callable[[int, int], np.ndarray]  # (start, stop) -> (C, stop - start)
+ENGINES = ("auto", "torch", "onnxruntime")
+# device nodes of GPU drivers: where none exists, "auto" means the CPU without importing torch
+_GPU_NODES = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
+def choose_engine(engine: str, model: str, device: str, flip: bool = False,
+                  overlap: float | None = None, context: float = 0.0) -> str:
+    """``auto`` → ``onnxruntime`` for the shipped model (or a ``.onnx`` file) on the CPU when
+    onnxruntime is installed, else ``torch``; the torch engine is kept for a GPU, ``flip``,
+    checkpoints, and segments that neither overlap nor have context (only the torch model's
+    memory keeps the source order there). An explicit engine is returned as given."""
+    if engine not in ENGINES:
+        raise LvbdError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    if engine != "auto":
+        return engine
+    graph = model == "default" or str(model).endswith(".onnx")
+    on_cpu = device == "cpu" or (device == "auto" and not any(map(os.path.exists, _GPU_NODES)))
+    chunked = overlap is None or overlap > 0 or context > 0
+    if graph and on_cpu and not flip and chunked and onnxruntime_available():
+        return "onnxruntime"
+    return "torch"
+
+
+def resolve_device(device: "str | torch.device | None") -> "torch.device":
     """``auto`` → CUDA when present, else CPU."""
+    import torch
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -176,7 +210,31 @@ class SegmentOutput:
     tail: float | None = None        # latent energy beyond K, mean over channels (lvbd.talkers)
 
 
-def apply_model(model: torch.nn.Module, x: np.ndarray, sample_rate: int, state, device: torch.device,
+def call_model(model, x: np.ndarray, state, device) -> tuple[np.ndarray, np.ndarray | None,
+                                                             object, float | None]:
+    """The model (a torch module or an :class:`lvbd.runtime.OnnxModel`) on ``x`` (C, l) float32
+    at its rate, channels as the batch → (estimates (C, K, l) float32, confidence (C, K) or
+    None, the new memory state, latent tail (mean over channels) or None)."""
+    K = model.n_sources
+    if isinstance(model, OnnxModel):
+        out = model.run(x)
+        tail = (None if out.latent_covariance is None
+                else float(tail_share(out.latent_covariance, K).mean()))
+        return out.estimates, out.confidence, None, tail
+    import torch
+
+    from .talkers import latent_tail
+
+    with torch.inference_mode():
+        out = model(torch.from_numpy(x).to(device), state=state)
+    conf = None if out.confidence is None else out.confidence.float().cpu().numpy()
+    tail = None
+    if out.latents and out.latents[0].shape[1] > K:  # an over-determined latent space
+        tail = float(latent_tail(out.z, K).mean())
+    return out.estimates.float().cpu().numpy(), conf, out.state, tail
+
+
+def apply_model(model, x: np.ndarray, sample_rate: int, state, device,
                 segment: Segment) -> SegmentOutput:
     """Run ``model`` on the read block ``x`` (C, hi - lo) with the memory ``state`` of the previous
     segment: peak-normalise, resample to the model rate, separate, resample back, crop to the
@@ -187,9 +245,8 @@ def apply_model(model: torch.nn.Module, x: np.ndarray, sample_rate: int, state, 
     scale = peak if peak > 0.0 else 1.0
     model_rate = model.sample_rate
     x_model = audio.resample((x / np.float64(scale)).astype(np.float32), sample_rate, model_rate)
-    with torch.inference_mode():
-        out = model(torch.from_numpy(x_model).to(device), state=state)
-    est = out.estimates.float().cpu().numpy().transpose(1, 0, 2)  # (K, C, l_model)
+    est, conf, state, tail = call_model(model, x_model, state, device)
+    est = est.transpose(1, 0, 2)  # (K, C, l_model)
     a = segment.start - segment.lo
     est = audio.resample(est, model_rate, sample_rate)[..., a - segment.context:a + segment.size]
     with np.errstate(over="ignore"):  # silence in, exact silence out (no model epsilon)
@@ -199,12 +256,8 @@ def apply_model(model: torch.nn.Module, x: np.ndarray, sample_rate: int, state, 
         raise LvbdError(f"the model gave non-finite output for samples {segment.start}.."
                         f"{segment.start + segment.size} (input peak {peak:.3g}; outside the "
                         f"float32 range?)")
-    conf = None if out.confidence is None else out.confidence.float().cpu().numpy()  # (C, K)
     power = float(np.mean(np.square(x_model, dtype=np.float64))) * scale ** 2
-    tail = None
-    if out.latents and out.latents[0].shape[1] > model.n_sources:  # an over-determined latent space
-        tail = float(latent_tail(out.z, model.n_sources).mean())
-    return SegmentOutput(est, conf, out.state, power, tail)
+    return SegmentOutput(est, conf, state, power, tail)
 
 
 def source_orders(est: np.ndarray, previous: np.ndarray, x: np.ndarray, first: bool) -> np.ndarray:
@@ -223,10 +276,9 @@ def source_orders(est: np.ndarray, previous: np.ndarray, x: np.ndarray, first: b
 
 
 def _best_order(est: np.ndarray, prev: np.ndarray) -> np.ndarray:
-    """Permutation of ``est`` (K, n) that best matches ``prev`` (K, n) by correlation."""
-    est, prev = (torch.from_numpy(np.asarray(v, dtype=np.float64))[None]  # no overflow near
-                 for v in (est, prev))                                       # float32 max
-    return match_by_correlation(prev, est)[0].numpy()
+    """Permutation of ``est`` (K, n) that best matches ``prev`` (K, n) by correlation (in
+    float64: no overflow near the float32 maximum)."""
+    return correlation_order(prev, est)
 
 
 def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
@@ -284,8 +336,8 @@ class OverlapAdd:
 
 
 # ------------------------------------------------------------------ the engine
-def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_rate: int,
-                    channels: int, segment: float, overlap: float, device: torch.device,
+def separate_stream(model, read: Reader, length: int, sample_rate: int,
+                    channels: int, segment: float, overlap: float, device,
                     result: StreamResult | None = None,
                     on_progress: Callable[[int], None] | None = None,
                     context: float = 0.0) -> Iterator[np.ndarray]:
@@ -306,8 +358,8 @@ def separate_stream(model: torch.nn.Module, read: Reader, length: int, sample_ra
             on_progress(block.shape[-1])
 
 
-def run_segment(model: torch.nn.Module, x: np.ndarray, s: Segment, sample_rate: int, state,
-                device: torch.device, ola: OverlapAdd, result: StreamResult
+def run_segment(model, x: np.ndarray, s: Segment, sample_rate: int, state,
+                device, ola: OverlapAdd, result: StreamResult
                 ) -> tuple[np.ndarray, object]:
     """One step of the engine on the read block ``x`` (C, s.hi - s.lo): the model with the
     memory ``state`` of the previous segment, the source order kept, overlap-added; returns the
@@ -340,8 +392,15 @@ def run_segment(model: torch.nn.Module, x: np.ndarray, s: Segment, sample_rate: 
     return ola.pop(s.done), out.state
 
 
+def _is_tensor(value) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch: if it is not imported,
+    nothing is a tensor)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.is_tensor(value)
+
+
 def _as_array(wav, name: str = "wav") -> np.ndarray:
-    if torch.is_tensor(wav):
+    if _is_tensor(wav):
         wav = wav.detach().cpu().numpy()
     try:
         wav = np.asarray(wav)
@@ -377,22 +436,34 @@ class Separator:
     ``device=None`` (the constructor's default) keeps the model where it is. ``flip=True`` also
     separates the negated input and averages the two (:class:`lvbd.models.symmetric.FlipAverage`):
     the output is then exactly odd in the input, at twice the compute.
+
+    ``model`` may also be an :class:`lvbd.runtime.OnnxModel` (``Separator.load("x.onnx")``,
+    ``engine="onnxruntime"``): the same chunking on onnxruntime, on the CPU, without the
+    model's memory (segments must overlap or have context) and without ``flip``.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Config, device: str | None = None,
-                 segment: float | None = None, overlap: float | None = None, name: str = "model",
-                 context: float = 0.0, flip: bool = False):
-        if device is None:
-            first = next(iter(model.parameters()), None)
-            device = "cpu" if first is None else first.device
-        self.device = resolve_device(device)
+    def __init__(self, model: "torch.nn.Module | OnnxModel", cfg: "Config",
+                 device: str | None = None, segment: float | None = None,
+                 overlap: float | None = None, name: str = "model", context: float = 0.0,
+                 flip: bool = False):
         # flip: also separate −x and average (lvbd.models.symmetric): odd in the input, 2x compute
         self.flip = bool(flip)
-        if self.flip:
-            from .models.symmetric import FlipAverage
+        if isinstance(model, OnnxModel):
+            if self.flip:
+                raise LvbdError("flip runs on the torch engine only")
+            if device not in (None, "auto", "cpu"):
+                raise LvbdError(f"the onnxruntime engine runs on the CPU only, not {device}")
+            self.device, self.model = None, model
+        else:
+            if device is None:
+                first = next(iter(model.parameters()), None)
+                device = "cpu" if first is None else first.device
+            self.device = resolve_device(device)
+            if self.flip:
+                from .models.symmetric import FlipAverage
 
-            model = FlipAverage(model)
-        self.model = model.to(self.device).eval()
+                model = FlipAverage(model)
+            self.model = model.to(self.device).eval()
         self.cfg, self.name = cfg, name
         # default: the model's own (4x its training segment for a loaded checkpoint)
         self.segment = float(segment if segment is not None else model.segment_seconds)
@@ -402,6 +473,13 @@ class Separator:
         # seconds of past input the model sees before each segment (short segments: low latency)
         self.context = float(context)
         context_length(self.sample_rate, self.context)  # LvbdError on a bad value
+        if isinstance(model, OnnxModel):
+            check_chunking(self.overlap, self.context)
+
+    @property
+    def engine(self) -> str:
+        """``onnxruntime`` or ``torch``: what runs the model."""
+        return "onnxruntime" if isinstance(self.model, OnnxModel) else "torch"
 
     @property
     def n_sources(self) -> int:
@@ -413,24 +491,58 @@ class Separator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs) -> "Separator":
+        from .checkpoint import load_model
+
         model, cfg, _ = load_model(path)
         return cls(model, cfg, device=device, name=Path(path).stem, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int | None = None, name: str | None = None,
+                  **kwargs) -> "Separator":
+        """An exported graph (``lvbd export --format onnx``) run by onnxruntime on the CPU with
+        ``threads`` threads (default: onnxruntime's)."""
+        model = OnnxModel(path, threads)
+        return cls(model, types.SimpleNamespace(model=model.config),
+                   name=name or Path(path).stem, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto",
                         **kwargs) -> "Separator":
         """A model shipped inside the package; ``device="auto"`` as in ``lvbd separate``."""
+        from .checkpoint import load_model
+
         path = pretrained_path(name)
         model, cfg, _ = load_model(path)
         return cls(model, cfg, device=device, name=name, **kwargs)
 
     @classmethod
-    def load(cls, spec: str, device: str = "auto", **kwargs) -> "Separator":
-        """``'default'`` (the shipped model) or a checkpoint path → Separator."""
+    def load(cls, spec: str, device: str = "auto", engine: str | None = None,
+             threads: int | None = None, **kwargs) -> "Separator":
+        """``'default'`` (the shipped model), a checkpoint path or an exported ``.onnx`` graph →
+        Separator. ``engine`` (:data:`ENGINES`, :func:`choose_engine`; default: ``torch``, or
+        ``onnxruntime`` for a ``.onnx`` file): ``onnxruntime`` runs ``'default'`` from its
+        shipped graph (``pretrained/default.onnx``) and ``.onnx`` files, with ``threads``
+        threads."""
+        onnx = str(spec).endswith(".onnx")
+        engine = choose_engine(engine or ("onnxruntime" if onnx else "torch"), spec, str(device),
+                               kwargs.get("flip", False), kwargs.get("overlap"),
+                               kwargs.get("context") or 0.0)
+        if engine == "onnxruntime" or onnx:
+            if engine == "torch":
+                raise LvbdError(f"{spec} is an ONNX graph: it runs on the onnxruntime engine")
+            path = pretrained_path("default", ".onnx") if spec == "default" else Path(spec)
+            if not onnx and spec != "default":
+                raise LvbdError(f"the onnxruntime engine runs 'default' or an .onnx graph "
+                                f"(lvbd export --format onnx), not {spec}")
+            if not path.is_file():
+                raise LvbdError(f"no such ONNX graph {spec}")
+            return cls.from_onnx(path, threads, name="default" if spec == "default" else None,
+                                 device=device, **kwargs)
         if spec == "default":
             return cls.from_pretrained(device=device, **kwargs)
         if not Path(spec).is_file():
-            raise LvbdError(f"no such checkpoint {spec} (use 'default' or a .safetensors path)")
+            raise LvbdError(f"no such checkpoint {spec} (use 'default', a .safetensors or an "
+                            f".onnx path)")
         return cls.from_checkpoint(spec, device=device, **kwargs)
 
     def separate(self, wav, sample_rate: int, return_confidence: bool = False,
@@ -441,6 +553,8 @@ class Separator:
         (float32, or a float tensor's own dtype and device). With ``return_confidence`` also a
         Tensor ``(K,)`` in [0, 1] from the posterior variance (None for models without one).
         """
+        import torch
+
         like = wav if torch.is_tensor(wav) and wav.is_floating_point() else None
         device = wav.device if torch.is_tensor(wav) else torch.device("cpu")
         wav = _as_array(wav)
@@ -582,9 +696,10 @@ class _FileReader:
         return self._data[:, start - self._start:stop - self._start]
 
 
-def pretrained_path(name: str = "default") -> Path:
-    """Path of a model shipped inside the package (``lvbd/pretrained/{name}.safetensors``)."""
-    path = Path(str(resources.files("lvbd") / "pretrained" / f"{name}.safetensors"))
+def pretrained_path(name: str = "default", suffix: str = ".safetensors") -> Path:
+    """Path of a model shipped inside the package (``lvbd/pretrained/{name}{suffix}``; its
+    graph for onnxruntime: ``suffix=".onnx"``)."""
+    path = Path(str(resources.files("lvbd") / "pretrained" / f"{name}{suffix}"))
     if not path.exists():
         raise LvbdError(f"no shipped model named '{name}' (looked for {path})")
     return path

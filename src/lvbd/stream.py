@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import logging
 import wave
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 
 from .errors import LvbdError
-from .separate import (OverlapAdd, Segment, StreamResult, _as_array, context_length,
+from .separate import (OverlapAdd, Segment, StreamResult, _as_array, _is_tensor, context_length,
                        plan_segments, run_segment, segment_at, segment_lengths)
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class StreamSeparator:
     :class:`lvbd.separate.StreamResult`: confidence, reorders, segments).
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, sample_rate: int,
+    def __init__(self, model, device, sample_rate: int,
                  channels: int | None, segment: float, overlap: float,
                  talker_threshold: float = 0.0, context: float = 0.0):
         if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
@@ -100,7 +102,7 @@ class StreamSeparator:
     def _check(self, block) -> np.ndarray:
         if self._closed:
             raise LvbdError("the stream is flushed; make a new one with Separator.stream()")
-        if torch.is_tensor(block):
+        if _is_tensor(block):
             block = block.detach().cpu().numpy()
         arr = np.asarray(block) if not isinstance(block, np.ndarray) else block
         if arr.ndim in (1, 2) and arr.shape[-1] == 0 and arr.dtype != object:
@@ -120,13 +122,26 @@ class StreamSeparator:
             self._buf = self._buf[:, keep:]
             self._buf_start += keep
 
-    def _take(self, n: int) -> torch.Tensor:
+    def _take(self, n: int) -> np.ndarray:
         out, self._out = self._out[..., :n], self._out[..., n:]
-        return torch.from_numpy(np.ascontiguousarray(out))
+        return np.ascontiguousarray(out)
 
-    def process(self, block) -> torch.Tensor:
+    def process(self, block) -> "torch.Tensor":
         """Feed ``block`` ``(n,)`` or ``(C, n)`` (n >= 0) → Tensor ``(K, C, n)``, float32: the
         separation of the stream delayed by ``latency`` samples."""
+        import torch
+
+        return torch.from_numpy(self.process_array(block))
+
+    def flush(self) -> "torch.Tensor":
+        """End the stream → Tensor ``(K, C, latency)``: the rest of the separation (the
+        segments that the end of the input cut short). Further ``process`` calls raise."""
+        import torch
+
+        return torch.from_numpy(self.flush_array())
+
+    def process_array(self, block) -> np.ndarray:
+        """:meth:`process` with a numpy array out (no torch: the onnxruntime engine)."""
         x = self._check(block)
         self._start(x.shape[0])
         n = x.shape[-1]
@@ -142,9 +157,8 @@ class StreamSeparator:
         assert self._out.shape[-1] >= n, "the delay line ran dry"
         return self._take(n)
 
-    def flush(self) -> torch.Tensor:
-        """End the stream → Tensor ``(K, C, latency)``: the rest of the separation (the
-        segments that the end of the input cut short). Further ``process`` calls raise."""
+    def flush_array(self) -> np.ndarray:
+        """:meth:`flush` with a numpy array out."""
         if self._closed:
             raise LvbdError("the stream is already flushed")
         self._start(self.channels or 1)
@@ -250,15 +264,15 @@ def stream_to_files(stream: StreamSeparator, reader, out_dir, fmt: str = "wav",
             if x.shape[-1] == 0:
                 break
             total += x.shape[-1]
-            y = stream.process(x)  # (K, C, n)
+            y = stream.process_array(x)  # (K, C, n)
             cut = min(skip, y.shape[-1])
             skip -= cut
-            yield y[..., cut:].numpy()
+            yield y[..., cut:]
             if on_progress is not None:
                 on_progress(x.shape[-1])
         if total == 0:
             raise LvbdError(f"{getattr(reader, 'name', 'input')} holds no samples")
-        yield stream.flush()[..., skip:].numpy()
+        yield stream.flush_array()[..., skip:]
 
     outputs = write_sources(Path(out_dir), stream.n_sources, fmt, reader.sample_rate,
                             reader.channels, clip_mode, subtype, blocks())

@@ -18,21 +18,28 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
-from torch import Tensor
 
 log = logging.getLogger(__name__)
 
 
-def latent_tail(z: Tensor, n_sources: int) -> Tensor:
-    """Share of latent energy beyond the K largest eigenvalues: z (B, M, D, T) -> (B,) in [0, 1].
+def tail_share(R: np.ndarray, n_sources: int) -> np.ndarray:
+    """Share of the energy beyond the K largest eigenvalues of latent covariances
+    R (B, D, M, M) (symmetric) → (B,) in [0, 1], in float64; 0 for M = K and for silence."""
+    lam = np.linalg.eigvalsh(np.asarray(R, dtype=np.float64))[..., ::-1].clip(min=0)  # (B, D, M)
+    total = lam.sum(axis=(1, 2))
+    tail = lam[..., n_sources:].sum(axis=(1, 2)) / np.maximum(total, 1e-300)
+    return np.where(total > 0, tail, 0.0)
+
+
+def latent_tail(z: "torch.Tensor", n_sources: int) -> "torch.Tensor":
+    """Share of latent energy beyond the K largest eigenvalues: z (B, M, D, T) -> (B,) in [0, 1]
+    (:func:`tail_share` of R_d = z_d z_dᵀ / T, computed in float64), in z's dtype.
 
     0 for a determined model (M = K) and for silence."""
+    import torch
+
     R = torch.einsum("bmdt,bndt->bdmn", z.double(), z.double()) / max(z.shape[-1], 1)  # (B, D, M, M)
-    lam = torch.linalg.eigvalsh(R).flip(-1).clamp_min(0)  # (B, D, M), descending
-    total = lam.sum(dim=(1, 2))
-    tail = lam[..., n_sources:].sum(dim=(1, 2)) / total.clamp_min(1e-300)
-    return torch.where(total > 0, tail, torch.zeros_like(tail)).to(z.dtype)
+    return torch.from_numpy(tail_share(R.cpu().numpy(), n_sources)).to(z)
 
 
 def threshold_for(scores: np.ndarray, false_alarm: float) -> float:
