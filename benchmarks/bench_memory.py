@@ -1,13 +1,14 @@
 """Peak memory of ``lvbd separate`` on a 1-minute and a 3-hour file: flat in file length.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_memory.py [--model default|tiny|PATH]
-        [--hours 3] [--segment S] [--work /tmp/lvbd_memory]
+        [--hours 3] [--segment S] [--engine auto|torch|onnxruntime] [--work /tmp/lvbd_memory]
 
 Both files are 8 kHz mono int16 wav written blockwise (the 3-hour one is 173 MB); each is
-separated by a fresh ``python -m lvbd``-equivalent subprocess, whose peak RSS
-(``resource.getrusage``) is printed beside one float32 copy of the long input, the memory a
-load-everything implementation would need at the very least. ``--model default`` (the default)
-is the shipped model at its own default segment; ``--model tiny`` an untrained
+separated by a fresh ``python -m lvbd`` process, whose own peak RSS (``bench_separate.timed_python``)
+is printed beside one float32 copy of the long input, the memory a load-everything
+implementation would need at the very least. ``--model default`` (the default) is the shipped
+model at its own default segment, on the engine ``lvbd separate`` picks (``--engine``);
+``--model tiny`` an untrained
 configs/tiny.yaml checkpoint (fast; the figure docs/robustness.md once recorded, with
 ``--segment 10``). The model, its parameter count and the segment are printed with the table.
 """
@@ -15,18 +16,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
 RATE = 8000
-PROBE = ("import resource, sys\nfrom lvbd.cli import main\nrc = main(sys.argv[1:])\n"
-         "print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+
+from bench_separate import run_separate  # noqa: E402
 
 
 def write_long(path: Path, seconds: int) -> None:
@@ -41,21 +42,6 @@ def write_long(path: Path, seconds: int) -> None:
             handle.write(block[:n] + 0.01 * rng.standard_normal(n).astype(np.float32))
 
 
-def separate(path: Path, out: Path, checkpoint: str, segment: float | None
-             ) -> tuple[float, float]:
-    """(peak RSS in MiB, wall seconds) of one CLI run in a fresh process."""
-    start = time.perf_counter()
-    seg = [] if segment is None else ["--segment", str(segment)]
-    proc = subprocess.run([sys.executable, "-c", PROBE, "separate", "--quiet", str(path), "-o",
-                           str(out), "--model", checkpoint, *seg, "--force"],
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    rc, kib = proc.stdout.split()
-    if rc != "0":
-        raise SystemExit(proc.stderr)
-    return int(kib) / 1024, wall
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default",
@@ -63,10 +49,9 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=3.0)
     parser.add_argument("--segment", type=float, default=None,
                         help="seconds per chunk (default: the model's own default)")
+    parser.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--work", default="/tmp/lvbd_memory")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    sys.path.insert(0, str(ROOT / "src"))
     from fault_injection import tiny_checkpoint
 
     from lvbd.checkpoint import load_checkpoint
@@ -78,15 +63,18 @@ def main() -> None:
     if args.model == "tiny":
         checkpoint = str(tiny_checkpoint(work / "tiny.safetensors"))
     else:
-        checkpoint = str(pretrained_path() if args.model == "default" else Path(args.model))
-    n_params = sum(t.numel() for t in load_checkpoint(Path(checkpoint))[1].values())
+        checkpoint = args.model  # "default": the engine is lvbd separate's choice
+    n_params = sum(t.numel() for t in load_checkpoint(
+        pretrained_path() if checkpoint == "default" else Path(checkpoint))[1].values())
     print(f"model {args.model} ({checkpoint}), {n_params:,} parameters, segment "
-          f"{args.segment if args.segment is not None else 'default'}")
+          f"{args.segment if args.segment is not None else 'default'}, --engine {args.engine}")
+    flags = ("--engine", args.engine) + (() if args.segment is None
+                                         else ("--segment", str(args.segment)))
     rows = []
     for seconds in (60, int(args.hours * 3600)):
         path = work / f"in_{seconds}s.wav"
         write_long(path, seconds)
-        rss, wall = separate(path, work / "out", checkpoint, args.segment)
+        wall, rss = run_separate(checkpoint, path, work / "out", flags=flags)
         # out/{track}/ or out/{model}/{track}/, whichever layout this lvbd writes
         outputs = sorted((work / "out").rglob(f"{path.stem}/source*.wav"))
         assert [o.name for o in outputs] == ["source1.wav", "source2.wav"], outputs

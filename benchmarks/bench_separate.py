@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_separate.py [--model default|PATH] [--minutes 1 10]
         [--repeats 3]
 
-Each run is a fresh ``lvbd separate`` process (so peak RSS is its own, from ``wait4``); the peer
+Each run is a fresh ``lvbd separate`` process (so peak RSS is its own: ``timed_python``); the peer
 is a Conv-TasNet built from the model's own config (``arch = convtasnet``, same encoder/TCN
 sizes, random weights: speed and memory only) through the same chunker. Both models' parameter
 counts are printed. The two models run interleaved, ``--repeats`` times per length, the order
@@ -38,21 +38,56 @@ def write_long_file(path: Path, minutes: float, sample_rate: int = 8000) -> None
             f.write(wav[: min(len(wav), total - start)])
 
 
+# Runs first in every measured process: at exit it writes the process's own peak RSS (VmHWM,
+# KiB) to the file named by its first argument, then runs the Python command line that follows
+# (``-m MODULE ARGS`` or ``-c CODE ARGS``). wait4's ru_maxrss cannot be used alone: Linux keeps
+# the pre-exec high-water mark of the forked child, i.e. the parent's RSS (≈230 MiB for a
+# benchmark that has imported torch), so every small process read as the parent's size.
+PEAK_PRELUDE = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def _peak():
+    try:
+        with open('/proc/self/status') as f:
+            kib = next(line.split()[1] for line in f if line.startswith('VmHWM'))
+        with open(out, 'w') as f:
+            f.write(kib)
+    except (OSError, StopIteration):
+        pass
+atexit.register(_peak)
+mode, target = sys.argv[1], sys.argv[2]
+sys.argv = ['-c', *sys.argv[3:]] if mode == '-c' else [target, *sys.argv[3:]]
+if mode == '-m':
+    runpy.run_module(target, run_name='__main__', alter_sys=True)
+else:
+    exec(compile(target, '<string>', 'exec'), {'__name__': '__main__'})
+"""
+
+
+def timed_python(args: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of one fresh Python process running ``args`` (``-m lvbd ...`` or
+    ``-c CODE ...``) with this checkout's ``src`` on the path; SystemExit if it fails."""
+    with tempfile.NamedTemporaryFile(suffix=".peak") as peak:
+        cmd = [sys.executable, "-c", PEAK_PRELUDE, peak.name, *args]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+                                stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        took = time.perf_counter() - start
+        if status != 0:
+            raise SystemExit(f"failed: python {' '.join(args)}")
+        text = Path(peak.name).read_text().strip()
+    return took, (int(text) if text else usage.ru_maxrss) / 1024.0  # MiB (Linux: KiB)
+
+
 def run_separate(model: str, path: Path, out: Path,
                  launcher: tuple[str, ...] = ("-m", "lvbd"),
                  flags: tuple[str, ...] = ()) -> tuple[float, float]:
     """(seconds, peak RSS MiB) of one ``lvbd separate`` process; ``launcher``: the Python
     arguments that start the command line (``-m lvbd``, or ``-c CODE`` that calls
     ``lvbd.cli.main`` after changing something); ``flags``: more options (``--engine torch``)."""
-    cmd = [sys.executable, *launcher, "separate", str(path), "-o", str(out), "--model", model,
-           "--quiet", "--force", *flags]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
-    _, status, usage = os.wait4(proc.pid, 0)
-    took = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"lvbd separate failed on {path}")
-    return took, usage.ru_maxrss / 1024.0  # MiB (Linux reports KiB)
+    return timed_python([*launcher, "separate", str(path), "-o", str(out), "--model", model,
+                         "--quiet", "--force", *flags])
 
 
 def n_parameters(checkpoint: Path) -> int:

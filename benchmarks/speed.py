@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,24 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_separate import run_separate, write_long_file  # noqa: E402
+from bench_separate import run_separate, timed_python, write_long_file  # noqa: E402
 from lvbd.allocator import keep_freed_memory  # noqa: E402
 
 # ``lvbd`` with lvbd.allocator.keep_freed_memory switched off, to measure what it saves
 DEFAULT_MALLOC = ("import sys, lvbd.cli as c; c.keep_freed_memory = lambda: False; "
                   "sys.exit(c.main(sys.argv[1:]))")
 
-
-
-def timed_process(cmd: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) of one whole process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
-                            stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024.0
 
 
 def interleaved(runs: dict, repeats: int) -> dict[str, list]:
@@ -166,7 +154,7 @@ def main() -> None:
     from lvbd.models import build_model
     from lvbd.separate import pretrained_path
 
-    py = [sys.executable, "-m", "lvbd"]
+    py = ["-m", "lvbd"]
     print(f"machine: {os.cpu_count()} CPUs ({_cpu_name()}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
           f", load average {os.getloadavg()[0]:.1f}")
@@ -198,7 +186,7 @@ def main() -> None:
                     "convtasnet": lambda: run_separate(models["convtasnet"], path, tmp / "out")}
             stream_cmd = py + ["separate", str(path), "-o", str(tmp / "out"), "-q", "--force",
                                "--stream", "--segment", str(args.stream_segment)]
-            runs["lvbd --stream"] = lambda: _one_thread(timed_process, stream_cmd)
+            runs["lvbd --stream"] = lambda: _one_thread(timed_python, stream_cmd)
             # the torch engine with glibc's default thresholds (lvbd/allocator.py not applied)
             runs["torch, glibc malloc"] = lambda: run_separate(
                 "default", path, tmp / "out", launcher=("-c", DEFAULT_MALLOC), flags=torch_engine)
@@ -228,11 +216,11 @@ def main() -> None:
         write_long_file(one, 1 / 60)
         starts = interleaved({
             # the floor of any start-up that imports torch (lvbd separate must, to run a model)
-            "import torch": lambda: timed_process([sys.executable, "-c", "import torch"]),
-            "lvbd --help": lambda: timed_process(py + ["--help"]),
-            "separate 1 s": lambda: timed_process(py + ["separate", str(one), "-o",
+            "import torch": lambda: timed_python(["-c", "import torch"]),
+            "lvbd --help": lambda: timed_python(py + ["--help"]),
+            "separate 1 s": lambda: timed_python(py + ["separate", str(one), "-o",
                                                         str(tmp / "o1"), "-q", "--force"]),
-            "separate 1 s torch": lambda: timed_process(py + ["separate", str(one), "-o",
+            "separate 1 s torch": lambda: timed_python(py + ["separate", str(one), "-o",
                                                               str(tmp / "o1"), "-q", "--force",
                                                               "--engine", "torch"])},
             max(args.repeats, 3))

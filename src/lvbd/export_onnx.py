@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .errors import LvbdError
+from .models.blocks import mark_export_forms
 from .models.demixing import small_solve
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class _Graph(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, example: torch.Tensor):
         super().__init__()
         self.model = model
+        mark_export_forms(model)
         with torch.no_grad():
             out = model(example)
         self.names = ["estimates"] + (["confidence"] if out.confidence is not None else [])

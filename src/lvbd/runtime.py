@@ -88,6 +88,8 @@ class OnnxModel:
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no constant-folding notes on stderr
+        if os.environ.get("LVBD_ORT_SPIN") == "0":  # EXPERIMENT
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         threads = threads or _omp_threads()
         if threads:
             options.intra_op_num_threads = int(threads)

@@ -264,19 +264,25 @@ def test_depthwise_conv_of_an_affine_map_equals_the_map_then_the_conv(kernel_siz
 
 
 @pytest.mark.parametrize("n_params", [1, 6])
-def test_prelu_export_form_equals_prelu(monkeypatch, n_params):
-    """The graph-export spelling relu(x) + a·min(x, 0) gives nn.PReLU's output, for negative
-    and positive slopes alike."""
+@pytest.mark.parametrize("slopes", [(-0.3, 0.4), (0.5, 1.0), (-2.0, 3.0)])
+def test_prelu_export_forms_equal_prelu(monkeypatch, n_params, slopes):
+    """The graph-export spellings give nn.PReLU's output: max(x, a·x) where every slope is
+    <= 1 (negative ones too), relu(x) + a·min(x, 0) otherwise; mark_export_forms picks."""
     from lvbd.models import blocks
 
     act = blocks.PReLU(n_params)
     with torch.no_grad():
-        act.weight.copy_(torch.linspace(-0.3, 0.4, n_params))
+        act.weight.copy_(torch.linspace(*slopes, n_params) if n_params > 1
+                         else torch.tensor([slopes[-1]]))
     x = torch.randn(2, 6, 50, generator=torch.Generator().manual_seed(0))
     plain = act(x)
     assert torch.equal(plain, F.prelu(x, act.weight))
+    blocks.mark_export_forms(torch.nn.Sequential(act))
+    assert act.max_form == bool((act.weight <= 1).all())
     monkeypatch.setattr(blocks, "exporting", lambda: True)
-    torch.testing.assert_close(act(x), plain, rtol=0, atol=1e-7)
+    torch.testing.assert_close(act(x), plain, rtol=0, atol=1e-6)
+    act.max_form = False
+    torch.testing.assert_close(act(x), plain, rtol=0, atol=1e-6)
 
 
 def test_softmax_export_form_equals_softmax(monkeypatch):
