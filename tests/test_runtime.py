@@ -68,6 +68,7 @@ def test_auto_keeps_torch_where_a_gpu_driver_is(monkeypatch, tmp_path):
     (["--engine", "onnxruntime", "-n", "MODEL.safetensors"], "--model: the onnxruntime engine "
                                                              "runs 'default' or an .onnx graph"),
     (["--engine", "torch", "-n", "MODEL.onnx"], "--model: MODEL.onnx is an ONNX graph"),
+    (["-n", "MODEL.onnx"], "--model: cannot load ONNX model MODEL.onnx"),  # not a graph
     (["--engine", "banana"], None),  # argparse: a usage error (exit 2)
 ])
 def test_engine_errors_are_one_line(tmp_path, capsys, flags, message):

@@ -74,8 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "model.memory_warm_start=false (repeatable)")
     parser.add_argument("--format", default="safetensors", choices=["safetensors", "onnx"],
                         help="safetensors: weights + JSON config for lvbd; onnx: one graph "
-                             "mixture (B, L) -> estimates (B, K, L) for onnxruntime "
-                             "(pip install 'lvbd[onnx]'; docs/streaming.md)")
+                             "mixture (B, L) -> estimates (B, K, L) (and confidence, latent "
+                             "covariance) for onnxruntime, which 'lvbd separate -n OUT.onnx' "
+                             "runs (pip install 'lvbd[onnx]'; docs/streaming.md)")
 
 
 def run(args: argparse.Namespace) -> int:
