@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", type=float, default=0.25, help="overlap of the stream")
     parser.add_argument("--context", type=float, default=0.0,
                         help="seconds of past input the stream shows the model before each "
-                             "segment (low latency: --chunk 0.1 --overlap 0 --context 1)")
+                             "segment (low latency: --chunk 0.1 --overlap 0 --context 2)")
     parser.add_argument("--window", type=float, default=None,
                         help="seconds per window of the swap count (default: --chunk)")
     parser.add_argument("--modes", default="whole,stream,memory,independent",
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                              "instead of --set")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="corpus of --split")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
+                        help="what runs the model (the same outputs to the graph's parity; "
+                             "onnxruntime is faster on short segments)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args(argv)
 
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        separator = Separator.load(args.model, device="cpu")
+        separator = Separator.load(args.model, device="cpu", engine=args.engine,
+                                   threads=args.threads)
         mixtures = None
         if args.split:
             sys.path.insert(0, str(ROOT / "benchmarks"))

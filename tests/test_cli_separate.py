@@ -75,10 +75,10 @@ def _one_thread(single_thread):
     ([], (None, None, 0.0)),  # the model's own segment and overlap; context default 0
     (["--segment", "0.5", "--overlap", "0.5", "--context", "2"], (0.5, 0.5, 2.0)),
     (["--segment", "3"], (3.0, None, 0.0)),
-    # --help: "pieces of 0.1 s without overlap, each seen with 1 s of past input"
-    (["--low-latency"], (0.1, 0.0, 1.0)),
+    # --help: "pieces of 0.1 s without overlap, each seen with 2 s of past input"
+    (["--low-latency"], (0.1, 0.0, 2.0)),
     # "explicit --segment/--overlap/--context win"
-    (["--low-latency", "--segment", "0.5"], (0.5, 0.0, 1.0)),
+    (["--low-latency", "--segment", "0.5"], (0.5, 0.0, 2.0)),
     (["--low-latency", "--overlap", "0.25", "--context", "0"], (0.1, 0.25, 0.0)),
 ])
 def test_chunking_from_flags(flags, expected):

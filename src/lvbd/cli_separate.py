@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds of past input the model also sees before each piece; it "
                              "adds compute, not latency (default: 0)")
     parser.add_argument("--low-latency", action="store_true",
-                        help="pieces of 0.1 s without overlap, each seen with 1 s of past "
+                        help="pieces of 0.1 s without overlap, each seen with 2 s of past "
                              "input: with --stream, 99.9 ms latency at the model's rate "
                              "(explicit --segment/--overlap/--context win; docs/streaming.md)")
     parser.add_argument("--flip", action="store_true",

@@ -144,8 +144,9 @@ class Segment:
 
 OVERLAP_SECONDS = 1.0   # default overlap of neighbouring segments, at most a quarter of a segment
 # `lvbd separate --low-latency`: 0.1 s segments (latency 99.9 ms at the model rate), no overlap,
-# 1 s of past input before each; chosen on validation (docs/streaming.md "Low latency")
-LOW_LATENCY = {"segment": 0.1, "overlap": 0.0, "context": 1.0}
+# 2 s of past input before each; chosen on validation (docs/streaming.md "Low latency": 1 s
+# until the ninth session, when the faster code brought 2 s under RTF 0.5 on one core)
+LOW_LATENCY = {"segment": 0.1, "overlap": 0.0, "context": 2.0}
 
 
 def default_overlap(segment: float) -> float:
@@ -587,7 +588,7 @@ class Separator:
         no overlap given anywhere, :func:`default_overlap` of that segment) set the latency: one segment
         (plus the resampling margin at other rates) minus one sample. ``context`` (default: this
         separator's) seconds of past input are shown to the model before each segment: with
-        short segments (e.g. ``segment=0.1, overlap=0, context=1``) the latency stays at the
+        short segments (e.g. ``segment=0.1, overlap=0, context=2``) the latency stays at the
         segment while the model sees more (docs/streaming.md "Low latency"). After dropping the
         first ``.latency`` samples the output equals :meth:`separate` with the same segmenting.
         """
