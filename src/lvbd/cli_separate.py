@@ -298,20 +298,15 @@ def load_separator(model: str, device: str, segment: float | None, overlap: floa
                    threads: int | None = None):
     """The separator that the flags ask for; ``threads`` (the onnxruntime engine's; torch's are
     set by the caller). LvbdError naming the flag."""
-    from .runtime import check_chunking
+    from .runtime import check_settings
     from .separate import Separator, choose_engine, resolve_device
 
     engine = choose_engine(engine, model, device, flip, overlap, context)
     if engine == "onnxruntime":
-        problem = ("--flip runs on the torch engine only" if flip else
-                   f"it runs on the CPU only (--device {device})" if device == "cuda" else None)
         try:
-            if overlap is not None:
-                check_chunking(overlap, context)
+            check_settings(device, flip, overlap, context)
         except LvbdError as err:
-            problem = str(err)
-        if problem:
-            raise LvbdError(f"--engine onnxruntime: {problem}")
+            raise LvbdError(f"--engine onnxruntime: {err}") from None
     else:
         try:
             device = resolve_device(device)

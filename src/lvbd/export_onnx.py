@@ -31,7 +31,7 @@ import torch
 
 from .errors import LvbdError
 from .models.blocks import mark_export_forms
-from .models.demixing import small_solve
+from .models.demixing import covariance, small_solve
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,7 @@ class _Graph(torch.nn.Module):
         out = self.model(mixture)
         values = {"estimates": out.estimates, "confidence": out.confidence}  # (B, K, L), (B, K)
         if "latent_covariance" in self.names:
-            z = out.z  # (B, M, D, T)
-            R = (z[:, :, None] * z[:, None]).mean(dim=-1)  # (B, M, M, D)
-            values["latent_covariance"] = R.permute(0, 3, 1, 2)  # (B, D, M, M)
+            values["latent_covariance"] = covariance(out.z)  # (B, D, M, M)
         return tuple(values[name] for name in self.names)
 
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .assignment import check_square, hungarian_batch, log_sinkhorn, sinkhorn
 from .config import LossConfig
+from .models.demixing import covariance
 
 __all__ = [
     "si_sdr",
@@ -236,8 +237,7 @@ def volume_loss(W: Tensor, z: Tensor, eps: float = 1e-6, scale_invariant: bool =
         raise ValueError(f"volume_loss: expected W (B, D, K, M) and z (B, M, D, T), "
                          f"got {tuple(W.shape)} and {tuple(z.shape)}")
     B, D, K, M = W.shape
-    T = z.shape[-1]
-    C = torch.einsum("bmdt,bndt->bdmn", z, z) / T  # (B, D, M, M)
+    C = covariance(z)  # (B, D, M, M)
     S = W @ C @ W.transpose(-1, -2)  # (B, D, K, K)
     eye = torch.eye(K, dtype=W.dtype, device=W.device)
     if scale_invariant:

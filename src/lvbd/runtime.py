@@ -12,7 +12,7 @@ where the model has them, ``confidence (B, K)`` and ``latent_covariance (B, D, M
 :func:`lvbd.talkers.tail_share`, the more-talkers check). The memory state is not in it, so the
 source order across segments comes from the separator's correlation check in the overlap (or
 the ``context``); segments that neither overlap nor have context are refused
-(:func:`check_chunking`).
+(:func:`check_settings`).
 
 This module imports numpy and onnxruntime only.
 """
@@ -28,8 +28,7 @@ import numpy as np
 
 from .errors import LvbdError
 
-__all__ = ["OnnxModel", "GraphOutput", "onnxruntime_available", "check_chunking",
-           "OUTPUTS"]
+__all__ = ["OnnxModel", "GraphOutput", "onnxruntime_available", "check_settings", "OUTPUTS"]
 
 # the graph's outputs, in order; ``estimates`` always, the others where the model has them
 OUTPUTS = ("estimates", "confidence", "latent_covariance")
@@ -62,10 +61,16 @@ def _omp_threads() -> int | None:
     return value if value > 0 else None
 
 
-def check_chunking(overlap: float, context: float) -> None:
-    """LvbdError unless segments overlap or carry context: without either, only the model's
-    memory keeps the source order, and a graph has none."""
-    if overlap <= 0 and context <= 0:
+def check_settings(device, flip: bool, overlap: float | None, context: float) -> None:
+    """LvbdError for what the onnxruntime engine cannot do: ``flip``, a device other than the
+    CPU, and segments that neither overlap nor carry context (``overlap`` None: the default,
+    which overlaps): without either, only the model's memory keeps the source order, and a
+    graph has none."""
+    if flip:
+        raise LvbdError("--flip runs on the torch engine only")
+    if device not in (None, "auto", "cpu"):
+        raise LvbdError(f"it runs on the CPU only (device {device})")
+    if overlap is not None and overlap <= 0 and context <= 0:
         raise LvbdError("the onnxruntime engine needs overlapping segments or --context (its "
                         "graph has no memory to keep the source order); use --engine torch")
 
@@ -88,8 +93,6 @@ class OnnxModel:
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no constant-folding notes on stderr
-        if os.environ.get("LVBD_ORT_SPIN") == "0":  # EXPERIMENT
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         threads = threads or _omp_threads()
         if threads:
             options.intra_op_num_threads = int(threads)

@@ -41,8 +41,8 @@ import numpy as np
 from . import audio
 from .assignment import correlation_order
 from .errors import LvbdError
-from .runtime import OnnxModel, check_chunking, onnxruntime_available
-from .talkers import tail_share, warn_if_more
+from .runtime import OnnxModel, check_settings, onnxruntime_available
+from .talkers import latent_tail, tail_share, warn_if_more
 
 if TYPE_CHECKING:
     import torch
@@ -223,8 +223,6 @@ def call_model(model, x: np.ndarray, state, device) -> tuple[np.ndarray, np.ndar
                 else float(tail_share(out.latent_covariance, K).mean()))
         return out.estimates, out.confidence, None, tail
     import torch
-
-    from .talkers import latent_tail
 
     with torch.inference_mode():
         out = model(torch.from_numpy(x).to(device), state=state)
@@ -450,10 +448,6 @@ class Separator:
         # flip: also separate −x and average (lvbd.models.symmetric): odd in the input, 2x compute
         self.flip = bool(flip)
         if isinstance(model, OnnxModel):
-            if self.flip:
-                raise LvbdError("flip runs on the torch engine only")
-            if device not in (None, "auto", "cpu"):
-                raise LvbdError(f"the onnxruntime engine runs on the CPU only, not {device}")
             self.device, self.model = None, model
         else:
             if device is None:
@@ -475,7 +469,8 @@ class Separator:
         self.context = float(context)
         context_length(self.sample_rate, self.context)  # LvbdError on a bad value
         if isinstance(model, OnnxModel):
-            check_chunking(self.overlap, self.context)
+            check_settings(None if device is None else str(device), self.flip, self.overlap,
+                           self.context)
 
     @property
     def engine(self) -> str:
@@ -528,13 +523,13 @@ class Separator:
         engine = choose_engine(engine or ("onnxruntime" if onnx else "torch"), spec, str(device),
                                kwargs.get("flip", False), kwargs.get("overlap"),
                                kwargs.get("context") or 0.0)
-        if engine == "onnxruntime" or onnx:
-            if engine == "torch":
-                raise LvbdError(f"{spec} is an ONNX graph: it runs on the onnxruntime engine")
-            path = pretrained_path("default", ".onnx") if spec == "default" else Path(spec)
+        if onnx and engine == "torch":
+            raise LvbdError(f"{spec} is an ONNX graph: it runs on the onnxruntime engine")
+        if engine == "onnxruntime":
             if not onnx and spec != "default":
                 raise LvbdError(f"the onnxruntime engine runs 'default' or an .onnx graph "
                                 f"(lvbd export --format onnx), not {spec}")
+            path = pretrained_path("default", ".onnx") if spec == "default" else Path(spec)
             if not path.is_file():
                 raise LvbdError(f"no such ONNX graph {spec}")
             return cls.from_onnx(path, threads, name="default" if spec == "default" else None,

@@ -38,7 +38,9 @@ def latent_tail(z: "torch.Tensor", n_sources: int) -> "torch.Tensor":
     0 for a determined model (M = K) and for silence."""
     import torch
 
-    R = torch.einsum("bmdt,bndt->bdmn", z.double(), z.double()) / max(z.shape[-1], 1)  # (B, D, M, M)
+    from .models.demixing import covariance
+
+    R = covariance(z.double())  # (B, D, M, M)
     return torch.from_numpy(tail_share(R.cpu().numpy(), n_sources)).to(z)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "auxiva_demix",
     "iss_demix",
     "apply_demixing",
+    "covariance",
     "projection_back",
     "PredictedDemixer",
 ]
@@ -112,13 +113,18 @@ def _outer_products(z: Tensor) -> Tensor:
     return (z[:, :, None] * z[:, None]).reshape(B, M * M * D, T)
 
 
-def _covariance(z: Tensor, loading: float) -> Tensor:
-    """C_d = (1/T) Σ_t z_{:,d,t} z_{:,d,t}ᵀ, loaded. z (B, M, D, T) -> (B, D, M, M)."""
+def covariance(z: Tensor) -> Tensor:
+    """R_d = (1/T) Σ_t z_{:,d,t} z_{:,d,t}ᵀ per bin: z (B, M, D, T) -> (B, D, M, M) (the
+    demixer's C_d before loading; ``lvbd.talkers``' latent statistic)."""
     B, M, D, T = z.shape
     if torch.compiler.is_exporting():
-        C = _outer_products(z).mean(dim=-1).reshape(B, M, M, D).permute(0, 3, 1, 2)
-        return _load(C, loading)
-    return _load(torch.einsum("bmdt,bndt->bdmn", z, z) / T, loading)
+        return _outer_products(z).mean(dim=-1).reshape(B, M, M, D).permute(0, 3, 1, 2)
+    return torch.einsum("bmdt,bndt->bdmn", z, z) / T
+
+
+def _covariance(z: Tensor, loading: float) -> Tensor:
+    """C_d = :func:`covariance`, loaded. z (B, M, D, T) -> (B, D, M, M)."""
+    return _load(covariance(z), loading)
 
 
 def _identity_rows(z: Tensor, n_sources: int) -> Tensor:
@@ -335,8 +341,7 @@ class PredictedDemixer(nn.Module):
 
     def features(self, z: Tensor) -> Tensor:
         """Scale-free upper-triangle features of R_d. z (B, M, D, T) -> (B, D, M(M+1)/2)."""
-        B, M, D, T = z.shape
-        R = torch.einsum("bmdt,bndt->bdmn", z, z) / T  # (B, D, M, M)
+        R = covariance(z)  # (B, D, M, M)
         diag = R.diagonal(dim1=-2, dim2=-1)  # (B, D, M)
         ref = diag.mean(dim=(1, 2), keepdim=True) + 1e-12  # (B, 1, 1)
         log_energy = torch.log(diag / ref + 1e-6)  # (B, D, M)
