@@ -299,25 +299,35 @@ def test_run_state_ignores_config_keys_added_later(tmp_path, monkeypatch):
         experiment.run_state(tmp_path, cfg)
 
 
-def test_offline_swaps_count_only_what_the_offline_output_does_not_do():
-    """An output that swaps where the offline output swapped too adds no swap against it; one
-    more swap of its own is counted once."""
-    from lvbd.longform import offline_swaps
+def test_added_swaps_count_only_what_the_offline_output_does_not_do():
+    """An output that swaps where the offline output swapped too adds no swap to it; one more swap
+    of its own is counted once; a window the offline output does not decide is skipped, and a swap
+    across it still counts; an output that is no reordering of the offline one still counts."""
+    from lvbd.longform import added_swaps
 
     rng = np.random.default_rng(2)
     size, n = 800, 8
     refs = rng.standard_normal((2, size * n))
 
-    def swapped(order):
-        est = refs.copy()
+    def swapped(order, sources=refs):
+        est = sources.copy()
         for c, s in enumerate(order):
             if s:
-                est[:, c * size:(c + 1) * size] = refs[::-1, c * size:(c + 1) * size]
+                est[:, c * size:(c + 1) * size] = sources[::-1, c * size:(c + 1) * size]
         return est
 
     offline = swapped([0, 0, 0, 1, 1, 1, 1, 1])           # the model's own swap at chunk 3
     same = offline + 0.01 * rng.standard_normal(offline.shape)
-    assert offline_swaps(same, offline, 8000, size / 8000) == (0, n - 1)
+    assert added_swaps(same, offline, refs, 8000, size / 8000) == (0, n - 1)
     plus_one = swapped([0, 0, 0, 1, 1, 0, 0, 0])           # and a swap back at chunk 5
-    assert offline_swaps(plus_one, offline, 8000, size / 8000) == (1, n - 1)
+    assert added_swaps(plus_one, offline, refs, 8000, size / 8000) == (1, n - 1)
     assert swap_rate(chunk_permutations(plus_one, refs, size)) == (2, n - 1)
+    # chunk 5 undecided offline (both outputs hold both sources): 6 windows, still one swap
+    blurred = offline.copy()
+    blurred[:, 5 * size:6 * size] = refs[:, 5 * size:6 * size].sum(0)
+    assert added_swaps(plus_one, blurred, refs, 8000, size / 8000) == (1, n - 2)
+    # the offline output mixes the sources (decided against the references, lead ~ 8.9 dB),
+    # the stream separates them cleanly in the other order from chunk 4: one added swap
+    mixed = swapped([0] * n, np.array([[1.0, 0.6], [0.6, 1.0]]) @ refs)
+    clean = swapped([0, 0, 0, 0, 1, 1, 1, 1])
+    assert added_swaps(clean, mixed, refs, 8000, size / 8000) == (1, n - 1)

@@ -364,26 +364,26 @@ def test_source_orders_with_a_one_sample_overlap():
     np.testing.assert_array_equal(source_orders(est, previous, est[0], first=False), [[1, 0]])
 
 
-def test_best_order_matches_by_correlation_not_level():
+def test_correlation_order_matches_by_correlation_not_level():
     """est 0 is exactly previous source 0; est 1 is loud and slightly closer to source 0 than to
     source 1: by correlation the order is kept, at any level."""
-    from lvbd.separate import _best_order
+    from lvbd.assignment import correlation_order
 
     a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
     for gain in (1.0, 1e-3, 1e4):
         prev = gain * np.stack([a, b])
         est = gain * np.stack([a, 100 * (0.75 * a + 0.66 * b)])
-        np.testing.assert_array_equal(_best_order(est, prev), [0, 1])
+        np.testing.assert_array_equal(correlation_order(prev, est), [0, 1])
 
 
-def test_best_order_of_quiet_and_huge_signals():
-    from lvbd.separate import _best_order
+def test_correlation_order_of_quiet_and_huge_signals():
+    from lvbd.assignment import correlation_order
 
     a, b = np.array([1.0, 2.0, 0.0, -1.0]), np.array([0.0, -1.0, 3.0, 1.0])
     for gain in (1e-8, 1e30):
         prev = (gain * np.stack([a, b])).astype(np.float32)
         est = (gain * np.stack([b, a])).astype(np.float32)
-        np.testing.assert_array_equal(_best_order(est, prev), [1, 0])
+        np.testing.assert_array_equal(correlation_order(prev, est), [1, 0])
 
 
 def test_correlated_channels_detection():

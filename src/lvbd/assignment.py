@@ -85,12 +85,17 @@ def _finite(cost: np.ndarray) -> np.ndarray:
     return np.nan_to_num(cost, nan=np.inf, posinf=1e30, neginf=-1e30)
 
 
-def correlation_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def correlation_order(a: np.ndarray, b: np.ndarray, bonus: np.ndarray | None = None
+                      ) -> np.ndarray:
     """perm (K,): b[perm[k]] is the row that best matches a[k] (Hungarian on the normalised
-    correlations ⟨a_k, b_j⟩ / (‖a_k‖‖b_j‖), in float64); a (K, L), b (K_b >= K, L)."""
+    correlations ⟨a_k, b_j⟩ / (‖a_k‖‖b_j‖), in float64, plus ``bonus`` (K, K_b) where given);
+    a (K, L), b (K_b >= K, L)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     norms = np.linalg.norm(a, axis=-1)[:, None] * np.linalg.norm(b, axis=-1)[None] + 1e-12
-    return hungarian(_finite(-(a @ b.T) / norms))
+    score = (a @ b.T) / norms
+    if bonus is not None:
+        score = score + bonus
+    return hungarian(_finite(-score))
 
 
 def match_by_correlation(a: Tensor, b: Tensor) -> Tensor:

@@ -232,15 +232,31 @@ def score_long(mixture: np.ndarray, references: np.ndarray, estimates: np.ndarra
             "si_sdri": float(metrics["mean"]["si_sdri"])}
 
 
-def offline_swaps(estimates: np.ndarray, offline: np.ndarray, sample_rate: int, window: float,
-                  margin_db: float = DECIDED_DB) -> tuple[int, int]:
-    """(swaps, boundaries) of ``estimates`` (K, L) against the same model's offline output
-    ``offline`` (K, L) instead of the references: over ``window``-second windows decided by
-    ``margin_db``, how often the order changes that the offline separation did not change. This
-    counts what chunking or streaming adds, apart from the model's own swaps inside a segment
-    (which the offline output has too)."""
+def added_swaps(estimates: np.ndarray, offline: np.ndarray, references: np.ndarray,
+                sample_rate: int, window: float, margin_db: float = DECIDED_DB
+                ) -> tuple[int, int]:
+    """(swaps, boundaries): the swaps that chunking or streaming adds to the same model's
+    offline output. Over the ``window``-second windows where the assignments of both
+    ``estimates`` (K, L) and ``offline`` (K, L) to the ``references`` (K, L) are decided (lead
+    >= ``margin_db``), the relative order r (output ``r[k]`` of ``estimates`` holds what output k
+    of ``offline`` holds) is compared between consecutive such windows. A swap of the model's own
+    inside a segment, which the offline output has too, leaves r unchanged and is not counted.
+
+    Anchored in the references, this also counts windows where the two outputs are not a
+    reordering of each other (the stream's separation differs from the offline one there), which
+    a comparison of ``estimates`` against ``offline`` itself leaves undecided."""
     size = max(1, int(round(window * sample_rate)))
-    return swap_rate(_decided(_window_assignments(estimates, offline, size), margin_db))
+    ours = _decided(_window_assignments(estimates, references, size), margin_db)
+    theirs = _decided(_window_assignments(offline, references, size), margin_db)
+    relative = []
+    for p, q in zip(ours, theirs):
+        if p is None or q is None:
+            continue
+        r = [0] * len(p)
+        for i, k in enumerate(q):  # reference i is on output q[i] offline and p[i] here
+            r[k] = p[i]
+        relative.append(tuple(r))
+    return swap_rate(relative)
 
 
 def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, chunk: float = 2.0,
@@ -250,7 +266,7 @@ def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, ch
     """Every mode on every long mixture of ``set_dir`` (or on ``mixtures`` when given, e.g. from
     :func:`mixtures_from_speakers`; ``set_dir`` then only names them) → summary: per mode the pooled swap rate
     (swaps / boundaries over all mixtures), the mean SI-SDRi and the per-mixture values; with
-    ``whole`` among the modes, also the other modes' swaps against it (:func:`offline_swaps`).
+    ``whole`` among the modes, also the swaps the other modes add to it (:func:`added_swaps`).
     Swaps are counted over ``window``-second windows (default: ``chunk``)."""
     if mixtures is None:
         mixtures = long_mixtures(set_dir, seconds, n_mixtures, seed)
@@ -261,8 +277,8 @@ def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, ch
         for mode, est in outputs.items():
             score = score_long(mix.mixture, mix.references, est, mix.sample_rate, window or chunk)
             if "whole" in outputs and mode != "whole":
-                score["offline_swaps"], score["offline_boundaries"] = offline_swaps(
-                    est, outputs["whole"], mix.sample_rate, window or chunk)
+                score["added_swaps"], score["added_boundaries"] = added_swaps(
+                    est, outputs["whole"], mix.references, mix.sample_rate, window or chunk)
             per_mode[mode].append(score)
     summary = {"set_dir": str(set_dir), "seconds": seconds, "chunk": chunk, "overlap": overlap,
                "context": context, "window": window or chunk,
@@ -281,9 +297,9 @@ def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, ch
             "si_sdri": float(np.mean([s["si_sdri"] for s in scores])),
             "si_sdri_per_mixture": [s["si_sdri"] for s in scores]}
         if mode != "whole" and "whole" in per_mode:
-            o_swaps = sum(s["offline_swaps"] for s in scores)
-            o_boundaries = sum(s["offline_boundaries"] for s in scores)
+            a_swaps = sum(s["added_swaps"] for s in scores)
+            a_boundaries = sum(s["added_boundaries"] for s in scores)
             summary["modes"][mode].update(
-                offline_swaps=o_swaps, offline_boundaries=o_boundaries,
-                offline_swap_rate=o_swaps / o_boundaries if o_boundaries else None)
+                added_swaps=a_swaps, added_boundaries=a_boundaries,
+                added_swap_rate=a_swaps / a_boundaries if a_boundaries else None)
     return summary

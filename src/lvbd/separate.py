@@ -41,6 +41,7 @@ import numpy as np
 from . import audio
 from .assignment import correlation_order
 from .errors import LvbdError
+from .pitch import PitchMemory
 from .runtime import OnnxModel, check_settings, onnxruntime_available
 from .talkers import latent_tail, tail_share, warn_if_more
 
@@ -259,25 +260,23 @@ def apply_model(model, x: np.ndarray, sample_rate: int, state, device,
     return SegmentOutput(est, conf, state, power, tail)
 
 
-def source_orders(est: np.ndarray, previous: np.ndarray, x: np.ndarray, first: bool) -> np.ndarray:
+def source_orders(est: np.ndarray, previous: np.ndarray, x: np.ndarray, first: bool,
+                  pitch: PitchMemory | None = None) -> np.ndarray:
     """Per channel, the order of ``est`` (K, C, n) that continues the sources of the previous
-    segments: best correlation with ``previous`` (K, C, ov) in the overlap; at the start, channels
-    that hold the same sources as channel 0 (``x`` (C, ·)) follow channel 0. → (C, K) int."""
+    segments: best correlation with ``previous`` (K, C, ov) in the overlap, plus the match of the
+    whole of ``est`` with the ``pitch`` memory of the outputs where one is given and ready; at the
+    start, channels that hold the same sources as channel 0 (``x`` (C, ·)) follow channel 0.
+    → (C, K) int."""
     K, C, _ = est.shape
     orders = np.tile(np.arange(K), (C, 1))
     ov = previous.shape[-1]
     for c in range(C):
         if ov > 0:
-            orders[c] = _best_order(est[:, c, :ov], previous[:, c])
+            bonus = None if pitch is None else pitch.scores(est[:, c], c)
+            orders[c] = correlation_order(previous[:, c], est[:, c, :ov], bonus)
         elif c > 0 and first and _correlated(x[c], x[0]):
-            orders[c] = _best_order(est[:, c], est[:, 0])  # same sources in both channels
+            orders[c] = correlation_order(est[:, 0], est[:, c])  # same sources in both channels
     return orders
-
-
-def _best_order(est: np.ndarray, prev: np.ndarray) -> np.ndarray:
-    """Permutation of ``est`` (K, n) that best matches ``prev`` (K, n) by correlation (in
-    float64: no overflow near the float32 maximum)."""
-    return correlation_order(prev, est)
 
 
 def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
@@ -290,16 +289,20 @@ def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
 # ------------------------------------------------------------------ layer 3: overlap-add
 class OverlapAdd:
     """Triangular-window-weighted sums of overlapping segments, normalised by the summed weights;
-    buffers of ``seg + hop`` samples whatever the input length, plus the last ``keep`` finished
-    samples (:meth:`past`, for segments read with context)."""
+    buffers of ``seg + hop`` samples whatever the input length. For segments read with context
+    (``keep`` > 0), also the output's history: its last ``keep`` finished samples (:meth:`past`)
+    and, given the ``sample_rate``, a :class:`lvbd.pitch.PitchMemory` of it (``pitch``)."""
 
-    def __init__(self, n_sources: int, channels: int, seg: int, hop: int, keep: int = 0):
+    def __init__(self, n_sources: int, channels: int, seg: int, hop: int, keep: int = 0,
+                 sample_rate: int | None = None):
         self.seg, self.window = seg, _window(seg)
         self.acc = np.zeros((n_sources, channels, seg + hop), dtype=np.float64)
         self.wsum = np.zeros(seg + hop, dtype=np.float64)
         self.flushed = 0  # samples handed on so far
         self.keep = keep
         self._past = np.zeros((n_sources, channels, 0), dtype=np.float32)
+        self.pitch = (PitchMemory(n_sources, channels, sample_rate)
+                      if keep and sample_rate is not None else None)
 
     def past(self, n: int) -> np.ndarray:
         """The last ``n`` (<= keep) finished samples, (K, C, n)."""
@@ -331,6 +334,8 @@ class OverlapAdd:
         if self.keep:
             past = np.concatenate([self._past, block], axis=-1)
             self._past = past[..., max(0, past.shape[-1] - self.keep):]
+        if self.pitch is not None:
+            self.pitch.add(block)
         return block
 
 
@@ -348,7 +353,8 @@ def separate_stream(model, read: Reader, length: int, sample_rate: int,
     seg, hop, margin = segment_lengths(sample_rate, model.sample_rate, segment, overlap)
     ctx = context_length(sample_rate, context)
     result = result or StreamResult(n_sources)
-    ola, state = OverlapAdd(n_sources, channels, seg, hop, keep=ctx), None
+    ola, state = OverlapAdd(n_sources, channels, seg, hop, keep=ctx,
+                            sample_rate=sample_rate), None
     for s in plan_segments(length, seg, hop, margin, context=ctx):
         block, state = run_segment(model, read(s.lo, s.hi), s, sample_rate, state, device, ola,
                                    result)
@@ -370,7 +376,7 @@ def run_segment(model, x: np.ndarray, s: Segment, sample_rate: int, state,
     # the order that matches what is already out: the final output under the context, then the
     # pending overlap-add sum under the segment's start
     previous = np.concatenate([ola.past(s.context), ola.overlap(s.start, s.size)], axis=-1)
-    orders = source_orders(est, previous, x, first=s.start == 0)
+    orders = source_orders(est, previous, x, first=s.start == 0, pitch=ola.pitch)
     for c, order in enumerate(orders):
         if (order != np.arange(n_sources)).any():
             result.reorders += 1

@@ -94,7 +94,8 @@ class StreamSeparator:
             raise LvbdError(f"block has {channels} channels, the stream has {self.channels}")
         if self._ola is None:
             C = self.channels
-            self._ola = OverlapAdd(self.n_sources, C, self.seg, self.hop, keep=self.context)
+            self._ola = OverlapAdd(self.n_sources, C, self.seg, self.hop, keep=self.context,
+                                   sample_rate=self.sample_rate)
             self._buf = np.zeros((C, 0), dtype=np.float32)
             # the fixed delay: `latency` zeros ahead of the first separated sample
             self._out = np.zeros((self.n_sources, C, self.latency), dtype=np.float32)

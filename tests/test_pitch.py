@@ -1,0 +1,130 @@
+"""lvbd.pitch: frame pitch against tones of known F0, histograms, the memory's block
+independence and time constant, and the order decisions it tips (lvbd.separate.source_orders)."""
+import numpy as np
+import pytest
+
+from lvbd.pitch import (HOP, N_BINS, PitchMemory, _EDGES, frame_pitch, log_histogram,
+                        pitch_histogram)
+from lvbd.separate import source_orders
+
+SR = 8000
+
+
+def voice(f0: float, seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """A harmonic tone (10 harmonics falling 1/h) with a random phase per harmonic."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    h = np.arange(1, 11)[:, None]
+    keep = h[:, 0] * f0 < sr / 2
+    phases = rng.uniform(0, 2 * np.pi, (10, 1))
+    return (np.sin(2 * np.pi * f0 * h * t + phases)[keep] / h[keep]).sum(0)
+
+
+def bin_of(f0: float) -> int:
+    return int(np.searchsorted(_EDGES, f0, side="right") - 1)
+
+
+@pytest.mark.parametrize("f0", [70.0, 110.0, 180.0, 260.0, 380.0])
+@pytest.mark.parametrize("sr", [8000, 16000])
+def test_frame_pitch_of_a_harmonic_tone(f0, sr):
+    from lvbd.pitch import _frames
+
+    frames, _, _ = _frames(voice(f0, 1.0, sr), sr)
+    pitch, energy = frame_pitch(frames, sr)
+    assert np.isfinite(pitch).all()  # every frame voiced
+    lag = sr / f0  # the lag is whole samples, and the frame's autocorrelation leans towards
+    assert np.all(np.abs(pitch - f0) <= f0 * 2 / (lag - 2))  # shorter lags: 2 samples at most
+    assert np.all(np.abs(pitch - f0) < 0.05 * f0)  # well inside a histogram bin (8 %)
+    assert np.all(energy > 0)
+
+
+def test_noise_and_silence_are_unvoiced():
+    from lvbd.pitch import _frames
+
+    noise = np.random.default_rng(1).standard_normal(SR)
+    pitch, _ = frame_pitch(_frames(noise, SR)[0], SR)
+    assert np.isnan(pitch).mean() > 0.9
+    pitch, energy = frame_pitch(_frames(np.zeros(SR), SR)[0], SR)
+    assert np.isnan(pitch).all() and not energy.any()
+    assert not pitch_histogram(np.zeros((2, SR)), SR).any()
+
+
+def test_histogram_puts_energy_in_the_pitch_bin_and_scales_with_energy():
+    x = np.stack([voice(120.0, 1.0), voice(250.0, 1.0, seed=3)])  # (2, n)
+    h = pitch_histogram(x, SR)
+    assert h.shape == (2, N_BINS)
+    assert h[0].argmax() == bin_of(120.0) and h[1].argmax() == bin_of(250.0)
+    assert h[0, bin_of(120.0)] > 0.9 * h[0].sum()
+    np.testing.assert_allclose(pitch_histogram(3.0 * x, SR), 9.0 * h, rtol=1e-9)
+    assert pitch_histogram(x[:, :100], SR).shape == (2, N_BINS)  # shorter than a frame
+    assert np.isfinite(log_histogram(np.zeros(N_BINS))).all()
+
+
+def test_memory_does_not_depend_on_how_the_output_is_cut():
+    rng = np.random.default_rng(4)
+    x = np.stack([voice(110.0, 3.0), voice(210.0, 3.0, seed=1)])[:, None]  # (K, C, n)
+    x = x * (1 + 0.5 * np.sin(np.arange(x.shape[-1]) / 900.0))  # a varying level
+    whole, pieces = PitchMemory(2, 1, SR), PitchMemory(2, 1, SR)
+    whole.add(x)
+    cuts = np.sort(rng.choice(x.shape[-1], 40, replace=False))
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, x.shape[-1]]):
+        pieces.add(x[..., a:b])
+    assert whole.frames == pieces.frames == (x.shape[-1] - 320) // 160 + 1
+    np.testing.assert_allclose(pieces.hist, whole.hist, rtol=1e-9)
+
+
+def test_memory_forgets_with_its_time_constant():
+    """After the talker's pitch changes, the memory follows within a few time constants."""
+    memory = PitchMemory(1, 1, SR, time_constant=1.0)
+    memory.add(voice(120.0, 4.0)[None, None])
+    low, high = bin_of(120.0), bin_of(300.0)
+    assert memory.hist[0, 0, low] > 100 * memory.hist[0, 0, high]
+    memory.add(voice(300.0, 1.0)[None, None])  # one time constant: e^-1 of the old mass left
+    ratio = memory.hist[0, 0, low] / memory.hist[0, 0, high]
+    assert 0.4 < ratio < 0.8  # e^-1 / (1 - e^-1) = 0.58 for equal energies per frame
+    memory.add(voice(300.0, 4.0)[None, None])
+    assert memory.hist[0, 0, high] > 20 * memory.hist[0, 0, low]
+
+
+def test_scores_wait_for_warm_up_and_match_talkers():
+    memory = PitchMemory(2, 1, SR)
+    x = np.stack([voice(120.0, 1.0), voice(250.0, 1.0, seed=1)])[:, None]
+    memory.add(x)
+    assert not memory.ready and memory.scores(x[:, 0], 0) is None
+    memory.add(np.stack([voice(120.0, 1.5, seed=2), voice(250.0, 1.5, seed=5)])[:, None])
+    assert memory.ready
+    swapped = np.stack([voice(250.0, 2.1, seed=7), voice(120.0, 2.1, seed=8)])
+    s = memory.scores(swapped, 0)  # rows: memory outputs, columns: est rows
+    assert s[0, 1] > s[0, 0] and s[1, 0] > s[1, 1]
+    assert s.max() <= memory.weight + 1e-9 and s.min() >= -memory.weight - 1e-9
+    assert PitchMemory(2, 1, SR, weight=0.0).scores(swapped, 0) is None
+
+
+def test_source_orders_follow_the_pitch_where_the_correlation_cannot_tell():
+    """Two outputs that each hold both talkers equally correlate alike with either order; the
+    memory of which output held which pitch decides. A decisive correlation against a memory of
+    silent outputs (no pitch: rows of a constant log histogram) is left alone."""
+    n = int(2.1 * SR)
+    low, high = voice(120.0, 2.1, seed=1), voice(250.0, 2.1, seed=2)
+    memory = PitchMemory(2, 1, SR)
+    memory.add(np.stack([voice(120.0, 3.0, seed=3), voice(250.0, 3.0, seed=4)])[:, None])
+    # est rows in the other order, each mostly one talker; previous = a symmetric blend
+    est = np.stack([high + 0.3 * low, low + 0.3 * high])[:, None]  # (K, C, n)
+    blend = (low + high)[None, None].repeat(2, 0)[..., :SR]         # (K, C, ov): no preference
+    assert (source_orders(est, blend, est[:, 0], False)[0] == [0, 1]).all()  # a tie: identity
+    assert (source_orders(est, blend, est[:, 0], False, memory)[0] == [1, 0]).all()
+    silent = PitchMemory(2, 1, SR)
+    silent.add(np.zeros((2, 1, 3 * SR)))
+    previous = est[::-1, :, :SR]  # the correlation says: swap
+    assert (source_orders(est, previous, est[:, 0], False, silent)[0] == [1, 0]).all()
+    assert n == est.shape[-1]
+
+
+def test_each_channel_has_its_own_memory():
+    memory = PitchMemory(2, 2, SR)
+    a, b = voice(120.0, 3.0, seed=1), voice(250.0, 3.0, seed=2)
+    memory.add(np.stack([np.stack([a, b]), np.stack([b, a])]))  # (K, C, n): channel 1 swapped
+    est = np.stack([voice(120.0, 2.1, seed=5), voice(250.0, 2.1, seed=6)])
+    s0, s1 = memory.scores(est, 0), memory.scores(est, 1)
+    assert s0[0, 0] > s0[0, 1] and s1[0, 1] > s1[0, 0]
+    assert HOP * memory.frames == pytest.approx(3.0 - 0.02, abs=0.021)
