@@ -128,3 +128,17 @@ def test_each_channel_has_its_own_memory():
     s0, s1 = memory.scores(est, 0), memory.scores(est, 1)
     assert s0[0, 0] > s0[0, 1] and s1[0, 1] > s1[0, 0]
     assert HOP * memory.frames == pytest.approx(3.0 - 0.02, abs=0.021)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("sr", [1, 10, 50, 100, 1000])
+def test_very_low_rates_have_no_pitch_and_no_warnings(sr):
+    """Any positive rate is a valid input rate; below ~400 Hz no period of 60-400 Hz fits."""
+    x = np.random.default_rng(0).standard_normal((2, 1, 5 * sr + 7))
+    memory = PitchMemory(2, 1, sr)
+    memory.add(x)
+    assert np.isfinite(memory.hist).all()
+    s = memory.scores(x[:, 0], 0) if memory.ready else np.zeros((2, 2))
+    assert np.isfinite(s).all()
+    if sr < 400:
+        assert not memory.hist.any()

@@ -35,7 +35,7 @@ __all__ = ["PitchMemory", "frame_pitch", "log_histogram", "pitch_histogram"]
 
 def _frames(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int, int]:
     """(..., n) -> frames (..., T, frame) (a view), frame and hop in samples."""
-    frame, hop = int(round(FRAME * sample_rate)), int(round(HOP * sample_rate))
+    frame, hop = max(2, int(round(FRAME * sample_rate))), max(1, int(round(HOP * sample_rate)))
     if x.shape[-1] < frame:
         return np.zeros(x.shape[:-1] + (0, frame), dtype=np.float64), frame, hop
     return np.lib.stride_tricks.sliding_window_view(x, frame, axis=-1)[..., ::hop, :], frame, hop
@@ -48,10 +48,13 @@ def frame_pitch(frames: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.nd
     fr = frames.astype(np.float64)
     fr = fr - fr.mean(-1, keepdims=True)
     energy = np.einsum("...i,...i->...", fr, fr)
-    spec = np.fft.rfft(fr, 2 * frame, axis=-1)
-    ac = np.fft.irfft(spec.real ** 2 + spec.imag ** 2, axis=-1)[..., :frame]  # (..., T, frame)
-    lo = int(sample_rate // F0_RANGE[1])
+    lo = max(1, int(sample_rate // F0_RANGE[1]))
     hi = min(int(sample_rate // F0_RANGE[0]), frame - 1)
+    if hi < lo:  # a rate too low to hold a period in F0_RANGE: nothing is voiced
+        return np.full(energy.shape, np.nan), energy
+    n_fft = 1 << (frame + hi).bit_length()  # > frame + hi: no circular wrap up to lag hi
+    spec = np.fft.rfft(fr, n_fft, axis=-1)
+    ac = np.fft.irfft(spec.real ** 2 + spec.imag ** 2, n_fft, axis=-1)[..., :hi + 1]  # (..., T, hi + 1)
     lag = lo + np.argmax(ac[..., lo:hi + 1], axis=-1)
     peak = np.take_along_axis(ac, lag[..., None], axis=-1)[..., 0]
     voiced = (energy > 0) & (peak > VOICED * ac[..., 0])
@@ -105,8 +108,7 @@ class PitchMemory:
                  time_constant: float = TIME_CONSTANT, weight: float = WEIGHT,
                  warm: float = WARM):
         self.sample_rate, self.weight = int(sample_rate), float(weight)
-        self.frame = int(round(FRAME * sample_rate))
-        self.hop = int(round(HOP * sample_rate))
+        self.hop = max(1, int(round(HOP * sample_rate)))  # as _frames
         self.alpha = float(np.exp(-HOP / time_constant))  # per frame
         self.warm_frames = int(np.ceil(warm / HOP))
         self.hist = np.zeros((n_sources, channels, N_BINS))
