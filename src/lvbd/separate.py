@@ -249,6 +249,12 @@ def apply_model(model, x: np.ndarray, sample_rate: int, state, device,
     est = est.transpose(1, 0, 2)  # (K, C, l_model)
     a = segment.start - segment.lo
     est = audio.resample(est, model_rate, sample_rate)[..., a - segment.context:a + segment.size]
+    if sample_rate != model_rate and projects(model):
+        # the model's mixture-consistency projection, at the input rate: what it cannot hear
+        # (above its Nyquist frequency) and the resampling's error are shared equally, so the
+        # outputs add up to the input at every rate, as at the model's
+        heard = (x[..., a - segment.context:a + segment.size] / np.float64(scale))  # (C, n)
+        est = est + (heard - est.sum(0, dtype=np.float64)) / est.shape[0]
     with np.errstate(over="ignore"):  # silence in, exact silence out (no model epsilon)
         est = np.ascontiguousarray(est * scale if peak > 0.0 else 0 * est,
                                    dtype=np.float32)  # (K, C, n)
@@ -258,6 +264,15 @@ def apply_model(model, x: np.ndarray, sample_rate: int, state, device,
                         f"float32 range?)")
     power = float(np.mean(np.square(x_model, dtype=np.float64))) * scale ** 2
     return SegmentOutput(est, conf, state, power, tail)
+
+
+def projects(model) -> bool:
+    """Whether ``model`` (torch or :class:`lvbd.runtime.OnnxModel`) projects its outputs onto
+    the set that adds up to its input (``model.mixture_consistency``)."""
+    cfg = getattr(model, "cfg", None)
+    if isinstance(cfg, dict):  # an exported graph: its config from the metadata
+        return bool(cfg.get("model", cfg).get("mixture_consistency", False))
+    return bool(getattr(cfg, "mixture_consistency", False))
 
 
 def source_orders(est: np.ndarray, previous: np.ndarray, x: np.ndarray, first: bool,
