@@ -8,9 +8,10 @@ Builds ``--mixtures`` K-speaker mixtures of ``--seconds`` from the utterances of
 model is used) and separates each one whole (offline), streamed (``Separator.stream`` with
 ``--chunk`` segments and ``--overlap``: the model's memory plus the engine's reordering), in
 back-to-back chunks with only the model's memory, and in independent chunks. Prints per mode the
-swap rate (chunk boundaries where the best assignment to the references changes) and the
-whole-file SI-SDRi, and the ratio of streamed to offline SI-SDRi (the peer measured in the same
-run).
+swap rate (chunk boundaries where the best assignment to the references changes), the same over
+decided windows only, the swaps the mode adds to the whole file's order
+(``longform.added_swaps``) and the whole-file SI-SDRi, and the ratio of streamed to offline
+SI-SDRi (the peer measured in the same run).
 """
 from __future__ import annotations
 

@@ -301,8 +301,9 @@ def test_run_state_ignores_config_keys_added_later(tmp_path, monkeypatch):
 
 def test_added_swaps_count_only_what_the_offline_output_does_not_do():
     """An output that swaps where the offline output swapped too adds no swap to it; one more swap
-    of its own is counted once; a window the offline output does not decide is skipped, and a swap
-    across it still counts; an output that is no reordering of the offline one still counts."""
+    of its own is counted once; a swap of the offline output's that it does not make is not
+    counted; a window the offline output does not decide is skipped, and a swap across it still
+    counts; an output that is no reordering of the offline one still counts."""
     from lvbd.longform import added_swaps
 
     rng = np.random.default_rng(2)
@@ -322,6 +323,9 @@ def test_added_swaps_count_only_what_the_offline_output_does_not_do():
     plus_one = swapped([0, 0, 0, 1, 1, 0, 0, 0])           # and a swap back at chunk 5
     assert added_swaps(plus_one, offline, refs, 8000, size / 8000) == (1, n - 1)
     assert swap_rate(chunk_permutations(plus_one, refs, size)) == (2, n - 1)
+    # the offline output's own swap, which the stream does not make, is not one it added
+    assert added_swaps(refs + 0.01 * rng.standard_normal(refs.shape), offline, refs, 8000,
+                       size / 8000) == (0, n - 1)
     # chunk 5 undecided offline (both outputs hold both sources): 6 windows, still one swap
     blurred = offline.copy()
     blurred[:, 5 * size:6 * size] = refs[:, 5 * size:6 * size].sum(0)

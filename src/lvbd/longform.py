@@ -238,9 +238,11 @@ def added_swaps(estimates: np.ndarray, offline: np.ndarray, references: np.ndarr
     """(swaps, boundaries): the swaps that chunking or streaming adds to the same model's
     offline output. Over the ``window``-second windows where the assignments of both
     ``estimates`` (K, L) and ``offline`` (K, L) to the ``references`` (K, L) are decided (lead
-    >= ``margin_db``), the relative order r (output ``r[k]`` of ``estimates`` holds what output k
-    of ``offline`` holds) is compared between consecutive such windows. A swap of the model's own
-    inside a segment, which the offline output has too, leaves r unchanged and is not counted.
+    >= ``margin_db``), a boundary between consecutive such windows counts when the assignment of
+    ``estimates`` changes and its order relative to ``offline`` (output ``r[k]`` of
+    ``estimates`` holds what output k of ``offline`` holds) changes too. A swap of the model's
+    own that the offline output has as well leaves the relative order alone; a swap of the
+    offline output that ``estimates`` does not make is not one that chunking added.
 
     Anchored in the references, this also counts windows where the two outputs are not a
     reordering of each other (the stream's separation differs from the offline one there), which
@@ -248,15 +250,16 @@ def added_swaps(estimates: np.ndarray, offline: np.ndarray, references: np.ndarr
     size = max(1, int(round(window * sample_rate)))
     ours = _decided(_window_assignments(estimates, references, size), margin_db)
     theirs = _decided(_window_assignments(offline, references, size), margin_db)
-    relative = []
+    both = []  # (our assignment, relative order) per window that both decide
     for p, q in zip(ours, theirs):
         if p is None or q is None:
             continue
         r = [0] * len(p)
         for i, k in enumerate(q):  # reference i is on output q[i] offline and p[i] here
             r[k] = p[i]
-        relative.append(tuple(r))
-    return swap_rate(relative)
+        both.append((p, tuple(r)))
+    swaps = sum(a[0] != b[0] and a[1] != b[1] for a, b in zip(both, both[1:]))
+    return swaps, max(len(both) - 1, 0)
 
 
 def evaluate_long_form(separator, set_dir: str | Path, seconds: float = 30.0, chunk: float = 2.0,
