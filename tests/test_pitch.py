@@ -63,17 +63,35 @@ def test_histogram_puts_energy_in_the_pitch_bin_and_scales_with_energy():
     assert np.isfinite(log_histogram(np.zeros(N_BINS))).all()
 
 
-def test_memory_does_not_depend_on_how_the_output_is_cut():
+@pytest.mark.parametrize("sr", [SR, 44100])
+def test_memory_does_not_depend_on_how_the_output_is_cut(sr):
     rng = np.random.default_rng(4)
-    x = np.stack([voice(110.0, 3.0), voice(210.0, 3.0, seed=1)])[:, None]  # (K, C, n)
-    x = x * (1 + 0.5 * np.sin(np.arange(x.shape[-1]) / 900.0))  # a varying level
-    whole, pieces = PitchMemory(2, 1, SR), PitchMemory(2, 1, SR)
+    x = np.stack([voice(110.0, 3.0, sr), voice(210.0, 3.0, sr, seed=1)])[:, None]  # (K, C, n)
+    x = x * (1 + 0.5 * np.sin(np.arange(x.shape[-1]) / (0.11 * sr)))  # a varying level
+    whole, pieces = PitchMemory(2, 1, sr), PitchMemory(2, 1, sr)
     whole.add(x)
     cuts = np.sort(rng.choice(x.shape[-1], 40, replace=False))
     for a, b in zip(np.r_[0, cuts], np.r_[cuts, x.shape[-1]]):
         pieces.add(x[..., a:b])
-    assert whole.frames == pieces.frames == (x.shape[-1] - 320) // 160 + 1
+    q = sr // 8000  # averaged down to 8820 Hz at 44.1 kHz: frames of 353 every 176 samples
+    frame, hop = round(0.04 * sr / q), round(0.02 * sr / q)
+    assert whole.frames == pieces.frames == (x.shape[-1] // q - frame) // hop + 1
     np.testing.assert_allclose(pieces.hist, whole.hist, rtol=1e-9)
+    assert whole.hist[0, 0].argmax() == bin_of(110.0) and whole.hist[1, 0].argmax() == bin_of(210.0)
+
+
+@pytest.mark.parametrize("sr", [16000, 22050, 44100, 48000])
+def test_high_rates_are_analysed_at_about_8_khz(sr):
+    """A 16-48 kHz output is averaged down by whole factors; the histogram's pitch bins match
+    those at 8 kHz, and what lies above 4 kHz (a common high band) does not move them."""
+    from lvbd.pitch import decimation
+
+    assert 8000 <= sr / decimation(sr) < 16000
+    x = np.stack([voice(120.0, 1.0, sr), voice(250.0, 1.0, sr, seed=3)])
+    hiss = 0.3 * np.sin(2 * np.pi * 6100 * np.arange(sr) / sr)
+    for sig in (x, x + hiss):
+        h = pitch_histogram(sig, sr)
+        assert h[0].argmax() == bin_of(120.0) and h[1].argmax() == bin_of(250.0)
 
 
 def test_memory_forgets_with_its_time_constant():

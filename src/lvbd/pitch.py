@@ -13,8 +13,11 @@ The histogram: frames of ``FRAME`` s every ``HOP`` s; a frame's pitch is the lag
 autocorrelation peak between ``F0_RANGE`` (60-400 Hz); frames whose peak is below ``VOICED``
 of the zero-lag value are unvoiced and left out; each voiced frame adds its energy to one of
 ``N_BINS`` log-spaced bins. Memories are exponential averages over frames (``time_constant``
-seconds), compared as log histograms by Pearson correlation (scale-free). The settings were
-chosen on validation mixtures (docs/streaming.md "Tenth session").
+seconds), compared as log histograms by Pearson correlation (scale-free). Output at a rate of
+at least twice ``ANALYSIS_RATE`` is first averaged over groups of ``rate // ANALYSIS_RATE``
+samples (a box filter, then one sample per group): the pitch range needs no more, and the cost
+stays that of 8 kHz. The settings were chosen on validation mixtures (docs/streaming.md "Tenth
+session").
 """
 from __future__ import annotations
 
@@ -28,20 +31,22 @@ VOICED = 0.5               # autocorrelation peak / zero-lag value of a voiced f
 WEIGHT = 3.0               # weight of the pitch match against the context correlation
 TIME_CONSTANT = 10.0       # s, of the memory's exponential average
 WARM = 2.0                 # s of output before the memory is used
+ANALYSIS_RATE = 8000       # Hz: higher rates are averaged down by whole factors first
 _FLOOR = 1e-6              # of a histogram's total: empty bins, before the log
 
 __all__ = ["PitchMemory", "frame_pitch", "log_histogram", "pitch_histogram"]
 
 
-def _frames(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int, int]:
-    """(..., n) -> frames (..., T, frame) (a view), frame and hop in samples."""
+def _frames(x: np.ndarray, sample_rate: float) -> tuple[np.ndarray, int, int]:
+    """(..., n) -> frames (..., T, frame) (a view), frame and hop in samples (``sample_rate``
+    may be fractional: that of a decimated signal)."""
     frame, hop = max(2, int(round(FRAME * sample_rate))), max(1, int(round(HOP * sample_rate)))
     if x.shape[-1] < frame:
         return np.zeros(x.shape[:-1] + (0, frame), dtype=np.float64), frame, hop
     return np.lib.stride_tricks.sliding_window_view(x, frame, axis=-1)[..., ::hop, :], frame, hop
 
 
-def frame_pitch(frames: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def frame_pitch(frames: np.ndarray, sample_rate: float) -> tuple[np.ndarray, np.ndarray]:
     """Per frame of ``frames`` (..., T, frame): (pitch in Hz, energy), both (..., T); pitch is
     NaN in unvoiced or silent frames."""
     frame = frames.shape[-1]
@@ -61,10 +66,25 @@ def frame_pitch(frames: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.nd
     return np.where(voiced, sample_rate / lag, np.nan), energy
 
 
-def pitch_histogram(x: np.ndarray, sample_rate: int) -> np.ndarray:
+def decimation(sample_rate: float) -> int:
+    """The whole factor by which output at ``sample_rate`` is averaged down for analysis."""
+    return max(1, int(sample_rate // ANALYSIS_RATE))
+
+
+def _decimate(x: np.ndarray, q: int) -> np.ndarray:
+    """Means of the whole groups of ``q`` samples of ``x`` (..., n) -> (..., n // q)."""
+    if q == 1:
+        return x
+    m = x.shape[-1] // q * q
+    return x[..., :m].reshape(x.shape[:-1] + (m // q, q)).mean(-1)
+
+
+def pitch_histogram(x: np.ndarray, sample_rate: float) -> np.ndarray:
     """Energy of the voiced frames of ``x`` (..., n) per pitch bin: (..., N_BINS)."""
-    frames, _, _ = _frames(np.asarray(x, dtype=np.float64), sample_rate)
-    return _histogram(*frame_pitch(frames, sample_rate))
+    q = decimation(sample_rate)
+    x = _decimate(np.asarray(x, dtype=np.float64), q)
+    frames, _, _ = _frames(x, sample_rate / q)
+    return _histogram(*frame_pitch(frames, sample_rate / q))
 
 
 _EDGES = np.exp(np.linspace(np.log(F0_RANGE[0]), np.log(F0_RANGE[1]), N_BINS + 1))
@@ -108,21 +128,27 @@ class PitchMemory:
                  time_constant: float = TIME_CONSTANT, weight: float = WEIGHT,
                  warm: float = WARM):
         self.sample_rate, self.weight = int(sample_rate), float(weight)
-        self.hop = max(1, int(round(HOP * sample_rate)))  # as _frames
+        self.q = decimation(sample_rate)
+        self.rate = sample_rate / self.q  # of the analysed signal
+        self.hop = max(1, int(round(HOP * self.rate)))  # as _frames
         self.alpha = float(np.exp(-HOP / time_constant))  # per frame
         self.warm_frames = int(np.ceil(warm / HOP))
         self.hist = np.zeros((n_sources, channels, N_BINS))
         self.frames = 0  # frames seen
-        self._pending = np.zeros((n_sources, channels, 0))  # samples of frames not yet complete
+        self._pending = np.zeros((n_sources, channels, 0))  # analysed samples of open frames
+        self._group = np.zeros((n_sources, channels, 0))  # output samples of an open group of q
 
     def add(self, block: np.ndarray) -> None:
         """Take in the next finished output samples ``block`` (K, C, n)."""
-        x = np.concatenate([self._pending, block.astype(np.float64)], axis=-1)
-        frames, _, _ = _frames(x, self.sample_rate)  # (K, C, T, frame)
+        x = np.concatenate([self._group, block.astype(np.float64)], axis=-1)
+        m = x.shape[-1] // self.q * self.q
+        self._group = x[..., m:]
+        x = np.concatenate([self._pending, _decimate(x[..., :m], self.q)], axis=-1)
+        frames, _, _ = _frames(x, self.rate)  # (K, C, T, frame)
         T = frames.shape[-2]
         if T:
             decay = self.alpha ** np.arange(T - 1, -1, -1)  # the newest frame weighs 1
-            new = _histogram(*frame_pitch(frames, self.sample_rate), decay)
+            new = _histogram(*frame_pitch(frames, self.rate), decay)
             self.hist = self.alpha ** T * self.hist + (1 - self.alpha) * new
             self.frames += T
         self._pending = x[..., T * self.hop:]
