@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['decided_swaps']:>5}/{m['decided_boundaries']:<6} {o_rate:>10} {o_count} "
               f"{m['si_sdri']:>11.2f}")
     print(f"(decided: {summary['window']:g} s windows whose best assignment leads by >= 3 dB; "
-          "added: changes of the order relative to the whole-file output, over the windows "
-          "that both decide: the swaps chunking or streaming adds)")
+          "added: over the windows that both this mode and the whole file decide, changes of "
+          "this mode's order that also change its order relative to the whole file's: the "
+          "swaps chunking or streaming adds)")
     if {"whole", "stream"} <= set(summary["modes"]):
         whole, stream = summary["modes"]["whole"]["si_sdri"], summary["modes"]["stream"]["si_sdri"]
         ratio = f"{stream / whole:.3f}" if whole > 0 else "- (offline SI-SDRi <= 0)"
