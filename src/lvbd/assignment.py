@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 # torch is imported inside the functions that take tensors: the separator's numpy path
 # (``lvbd.runtime``) uses this module without it
-__all__ = ["hungarian", "hungarian_batch", "correlation_order", "match_by_correlation",
+__all__ = ["hungarian", "hungarian_batch", "correlations", "correlation_order",
+           "match_by_correlation",
            "sinkhorn", "log_sinkhorn", "check_square"]
 
 
@@ -85,14 +86,19 @@ def _finite(cost: np.ndarray) -> np.ndarray:
     return np.nan_to_num(cost, nan=np.inf, posinf=1e30, neginf=-1e30)
 
 
-def correlation_order(a: np.ndarray, b: np.ndarray, bonus: np.ndarray | None = None
-                      ) -> np.ndarray:
-    """perm (K,): b[perm[k]] is the row that best matches a[k] (Hungarian on the normalised
-    correlations ⟨a_k, b_j⟩ / (‖a_k‖‖b_j‖), in float64, plus ``bonus`` (K, K_b) where given);
-    a (K, L), b (K_b >= K, L)."""
+def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Normalised correlations ⟨a_k, b_j⟩ / (‖a_k‖‖b_j‖) of the rows, in float64 (no overflow near
+    the float32 maximum), 0 where a row is zero: a (K, L), b (J, L) -> (K, J)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     norms = np.linalg.norm(a, axis=-1)[:, None] * np.linalg.norm(b, axis=-1)[None] + 1e-12
-    score = (a @ b.T) / norms
+    return (a @ b.T) / norms
+
+
+def correlation_order(a: np.ndarray, b: np.ndarray, bonus: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """perm (K,): b[perm[k]] is the row that best matches a[k] (Hungarian on the
+    :func:`correlations`, plus ``bonus`` (K, K_b) where given); a (K, L), b (K_b >= K, L)."""
+    score = correlations(a, b)
     if bonus is not None:
         score = score + bonus
     return hungarian(_finite(-score))

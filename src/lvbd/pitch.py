@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .assignment import correlations
+
 F0_RANGE = (60.0, 400.0)   # Hz
 N_BINS = 24                # log-spaced pitch bins over F0_RANGE
 FRAME = 0.04               # s
@@ -37,13 +39,17 @@ _FLOOR = 1e-6              # of a histogram's total: empty bins, before the log
 __all__ = ["PitchMemory", "frame_pitch", "log_histogram", "pitch_histogram"]
 
 
-def _frames(x: np.ndarray, sample_rate: float) -> tuple[np.ndarray, int, int]:
-    """(..., n) -> frames (..., T, frame) (a view), frame and hop in samples (``sample_rate``
-    may be fractional: that of a decimated signal)."""
-    frame, hop = max(2, int(round(FRAME * sample_rate))), max(1, int(round(HOP * sample_rate)))
+def _frame_lengths(sample_rate: float) -> tuple[int, int]:
+    """(frame, hop) in samples at ``sample_rate`` (fractional: that of a decimated signal)."""
+    return max(2, int(round(FRAME * sample_rate))), max(1, int(round(HOP * sample_rate)))
+
+
+def _frames(x: np.ndarray, sample_rate: float) -> np.ndarray:
+    """(..., n) -> frames (..., T, frame), a view."""
+    frame, hop = _frame_lengths(sample_rate)
     if x.shape[-1] < frame:
-        return np.zeros(x.shape[:-1] + (0, frame), dtype=np.float64), frame, hop
-    return np.lib.stride_tricks.sliding_window_view(x, frame, axis=-1)[..., ::hop, :], frame, hop
+        return np.zeros(x.shape[:-1] + (0, frame), dtype=np.float64)
+    return np.lib.stride_tricks.sliding_window_view(x, frame, axis=-1)[..., ::hop, :]
 
 
 def frame_pitch(frames: np.ndarray, sample_rate: float) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +89,7 @@ def pitch_histogram(x: np.ndarray, sample_rate: float) -> np.ndarray:
     """Energy of the voiced frames of ``x`` (..., n) per pitch bin: (..., N_BINS)."""
     q = decimation(sample_rate)
     x = _decimate(np.asarray(x, dtype=np.float64), q)
-    frames, _, _ = _frames(x, sample_rate / q)
+    frames = _frames(x, sample_rate / q)
     return _histogram(*frame_pitch(frames, sample_rate / q))
 
 
@@ -107,11 +113,7 @@ def log_histogram(h: np.ndarray) -> np.ndarray:
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlations of the rows: a (K, B), b (J, B) -> (K, J); 0 for a constant row."""
-    a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
-    a = a / (np.linalg.norm(a, axis=-1, keepdims=True) + 1e-12)
-    b = b / (np.linalg.norm(b, axis=-1, keepdims=True) + 1e-12)
-    return a @ b.T
+    return correlations(a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True))
 
 
 class PitchMemory:
@@ -130,7 +132,7 @@ class PitchMemory:
         self.sample_rate, self.weight = int(sample_rate), float(weight)
         self.q = decimation(sample_rate)
         self.rate = sample_rate / self.q  # of the analysed signal
-        self.hop = max(1, int(round(HOP * self.rate)))  # as _frames
+        self.hop = _frame_lengths(self.rate)[1]
         self.alpha = float(np.exp(-HOP / time_constant))  # per frame
         self.warm_frames = int(np.ceil(warm / HOP))
         self.hist = np.zeros((n_sources, channels, N_BINS))
@@ -144,7 +146,7 @@ class PitchMemory:
         m = x.shape[-1] // self.q * self.q
         self._group = x[..., m:]
         x = np.concatenate([self._pending, _decimate(x[..., :m], self.q)], axis=-1)
-        frames, _, _ = _frames(x, self.rate)  # (K, C, T, frame)
+        frames = _frames(x, self.rate)  # (K, C, T, frame)
         T = frames.shape[-2]
         if T:
             decay = self.alpha ** np.arange(T - 1, -1, -1)  # the newest frame weighs 1

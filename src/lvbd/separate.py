@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from . import audio
-from .assignment import correlation_order
+from .assignment import correlation_order, correlations
 from .errors import LvbdError
 from .pitch import PitchMemory
 from .runtime import OnnxModel, check_settings, onnxruntime_available
@@ -296,9 +296,7 @@ def source_orders(est: np.ndarray, previous: np.ndarray, x: np.ndarray, first: b
 
 def _correlated(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
     """Whether two input channels hold the same sources (|correlation| above ``threshold``)."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return denom > 0 and abs(float(a @ b)) / denom > threshold
+    return abs(float(correlations(a[None], b[None])[0, 0])) > threshold
 
 
 # ------------------------------------------------------------------ layer 3: overlap-add
