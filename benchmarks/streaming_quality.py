@@ -12,6 +12,10 @@ swap rate (chunk boundaries where the best assignment to the references changes)
 decided windows only, the swaps the mode adds to the whole file's order
 (``longform.added_swaps``) and the whole-file SI-SDRi, and the ratio of streamed to offline
 SI-SDRi (the peer measured in the same run).
+
+``--split valid --similar`` pairs two validation speakers of one espeak-ng voice variant in each
+mixture (``mixtures_from_speakers(similar=True)``): near-identical voices, where the model's
+swaps come from (docs/streaming.md, "Eleventh session").
 """
 from __future__ import annotations
 
@@ -44,12 +48,17 @@ def main(argv: list[str] | None = None) -> int:
                              "(e.g. valid: choices are made there, not on a test set) "
                              "instead of --set")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="corpus of --split")
+    parser.add_argument("--similar", action="store_true",
+                        help="with --split: the speakers of each mixture share one espeak-ng "
+                             "voice variant (near-identical voices)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
                         help="what runs the model (the same outputs to the graph's parity; "
                              "onnxruntime is faster on short segments)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args(argv)
+    if args.similar and not args.split:
+        parser.error("--similar needs --split")
 
     import torch
 
@@ -74,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             if len(groups) < separator.n_sources:
                 raise LvbdError(f"{source}: fewer than {separator.n_sources} speakers")
             mixtures = mixtures_from_speakers(groups, separator.n_sources, args.seconds,
-                                              args.mixtures, args.seed)
+                                              args.mixtures, args.seed, source, args.similar)
+            if args.similar:
+                source += " (speakers of one espeak-ng variant)"
         else:
             sets = [s for s in find_sets(args.set) if read_set(s).n_sources == separator.n_sources]
             if not sets:

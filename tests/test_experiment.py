@@ -16,8 +16,8 @@ from lvbd.errors import LvbdError
 from lvbd.experiment import make_plan, read_grid, time_per_step
 from lvbd.experiment_report import (FAILS, HOLDS, UNSURE, memory_verdict, ood_verdict,
                                     overfit_verdict, perm_verdict, wilcoxon_paired)
-from lvbd.longform import (chunk_permutations, long_mixtures, score_long, separate_modes,
-                           swap_rate)
+from lvbd.longform import (chunk_permutations, long_mixtures, mixtures_from_speakers,
+                           score_long, separate_modes, swap_rate)
 from lvbd.separate import Separator
 from lvbd.train import train
 
@@ -244,6 +244,26 @@ def test_long_mixtures_and_modes(test_root, tiny_checkpoint, single_thread):
     offline = Separator(sep.model, sep.cfg, segment=0.5, overlap=0.25).separate(
         mix.mixture.astype(np.float32), mix.sample_rate)
     np.testing.assert_allclose(out["stream"], offline[:, 0].numpy(), atol=1e-5)
+
+
+def test_similar_mixtures_pair_speakers_of_one_espeak_variant(test_root):
+    stems = sorted((test_root / "id" / "2spk" / "s1").glob("*.wav"))
+    voices = ["en+f2:p40:s150", "en-us+f2:p60:s170", "en+m3:p45:s160", "en-gb+m3:p50:s180",
+              "en+m7:p50:s160"]
+    groups = {f"espeak-ng:{v}": [stems[i % len(stems)]] for i, v in enumerate(voices)}
+    groups["mbrola:us1"] = [stems[0]]
+    mixes = mixtures_from_speakers(groups, 2, 1.0, 12, seed=5, similar=True)
+    pairs = {tuple(sorted(m.speakers)) for m in mixes}
+    # only the two variants with two speakers each; m7 and mbrola are never drawn
+    assert pairs == {("espeak-ng:en+f2:p40:s150", "espeak-ng:en-us+f2:p60:s170"),
+                     ("espeak-ng:en+m3:p45:s160", "espeak-ng:en-gb+m3:p50:s180")}
+    again = mixtures_from_speakers(groups, 2, 1.0, 12, seed=5, similar=True)
+    assert [m.speakers for m in again] == [m.speakers for m in mixes]
+    np.testing.assert_array_equal(again[3].mixture, mixes[3].mixture)
+    anyone = mixtures_from_speakers(groups, 2, 1.0, 40, seed=5)
+    assert any("mbrola:us1" in m.speakers for m in anyone)      # the default draws every speaker
+    with pytest.raises(LvbdError, match="no espeak-ng voice variant has 3 speakers"):
+        mixtures_from_speakers(groups, 3, 1.0, 1, similar=True)
 
 
 def test_speaker_fraction_is_a_fixed_nested_subset(fake_corpus):

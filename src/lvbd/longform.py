@@ -38,6 +38,7 @@ from . import audio
 from .data.metadata import METADATA, read_metadata
 from .data.mixfolder import read_set
 from .data.mixing import mix_stems, random_gains_db
+from .data.voices import espeak_variant
 from .errors import LvbdError
 from .metrics import best_permutation, compute_metrics, pairwise_si_sdr
 
@@ -92,19 +93,33 @@ def long_mixtures(set_dir: str | Path, seconds: float = 30.0, n_mixtures: int = 
 
 
 def mixtures_from_speakers(groups: dict[str, list[Path]], n_sources: int, seconds: float = 30.0,
-                           n_mixtures: int = 4, seed: int = 0, where: str = "speakers"
-                           ) -> list[LongMixture]:
+                           n_mixtures: int = 4, seed: int = 0, where: str = "speakers",
+                           similar: bool = False) -> list[LongMixture]:
     """``n_mixtures`` mixtures of ``n_sources`` distinct speakers of ``groups`` ({speaker: audio
-    paths}), each speaker's clips trimmed and concatenated in a seeded order to ``seconds``."""
+    paths}), each speaker's clips trimmed and concatenated in a seeded order to ``seconds``.
+
+    ``similar``: the speakers of each mixture share one espeak-ng voice variant
+    (:func:`lvbd.data.voices.espeak_variant`; a variant drawn uniformly among those with enough
+    speakers): near-identical voices, the pairs this model separates worst."""
     if seconds <= 0 or n_mixtures < 1:
         raise LvbdError(f"need seconds > 0 and n_mixtures >= 1, got {seconds} and {n_mixtures}")
     K, speakers = n_sources, sorted(groups)
-    if len(speakers) < K:
+    pools = [speakers]
+    if similar:
+        by_variant = defaultdict(list)
+        for speaker in speakers:
+            by_variant[espeak_variant(speaker)].append(speaker)
+        by_variant.pop(None, None)
+        pools = [v for _, v in sorted(by_variant.items()) if len(v) >= K]
+        if not pools:
+            raise LvbdError(f"{where}: no espeak-ng voice variant has {K} speakers")
+    elif len(speakers) < K:
         raise LvbdError(f"{where}: {len(speakers)} speaker(s), a {K}-speaker mixture needs {K}")
     mixtures, sample_rate = [], None
     for n in range(n_mixtures):
         rng = np.random.default_rng([seed, n])
-        chosen = [speakers[i] for i in rng.choice(len(speakers), K, replace=False)]
+        pool = pools[int(rng.integers(len(pools)))] if similar else speakers
+        chosen = [pool[i] for i in rng.choice(len(pool), K, replace=False)]
         stems, length = [], None
         for speaker in chosen:
             order = [groups[speaker][i] for i in rng.permutation(len(groups[speaker]))]

@@ -44,6 +44,17 @@ def test_espeak_speaker_lists_are_unchanged():
     assert hashlib.sha1(text.encode()).hexdigest() == ESPEAK_LISTS_SHA1
 
 
+def test_espeak_variant_of_every_speaker_id():
+    speakers = V.espeak_speakers()
+    for voice in sum(speakers.values(), []):
+        assert V.espeak_variant(voice.speaker) == voice.voice.split("+")[1], voice.speaker
+    assert V.espeak_variant("espeak-ng:en-us-nyc+f2:p40:s150") == "f2"
+    assert V.espeak_variant("espeak-ng:en:p40:s150") is None          # no variant
+    assert V.espeak_variant("mbrola:us1") is None                    # other engines
+    assert V.espeak_variant("asterisk:allison") is None
+    assert V.espeak_variant("s1") is None
+
+
 def test_todays_split_is_kept_and_heldout_voices_never_train():
     # voices in training before issue 9 still train; those held out stay out of training
     assert {"us2", "us3"} <= _training("mbrola")

@@ -205,6 +205,17 @@ class Voice:
         return f"{self.engine}:{self.voice}:p{self.pitch}:s{self.speed}"
 
 
+def espeak_variant(speaker: str) -> str | None:
+    """The espeak-ng voice variant of a manifest speaker id (``espeak-ng:en-us-nyc+f2:p40:s150``
+    → ``f2``): speakers of one variant share its formants and differ in accent, pitch and speed.
+    None for other engines and for a voice without a variant."""
+    engine, _, rest = speaker.partition(":")
+    voice = rest.split(":", 1)[0]
+    if engine != "espeak-ng" or "+" not in voice:
+        return None
+    return voice.rsplit("+", 1)[1]
+
+
 def _draw(rng: np.random.Generator, pairs: list[tuple[str, str]], n: int,
           pitch: tuple[int, int] | tuple[tuple[int, int], ...] = TRAIN_PITCH,
           exclude: set[str] = frozenset()) -> list[Voice]:
