@@ -80,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 
             source = f"{args.data}/{args.split}"
             groups = split_speakers(args.data, args.split)
-            if len(groups) < separator.n_sources:
-                raise LvbdError(f"{source}: fewer than {separator.n_sources} speakers")
             mixtures = mixtures_from_speakers(groups, separator.n_sources, args.seconds,
                                               args.mixtures, args.seed, source, args.similar)
             if args.similar:

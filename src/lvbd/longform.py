@@ -104,17 +104,9 @@ def mixtures_from_speakers(groups: dict[str, list[Path]], n_sources: int, second
     if seconds <= 0 or n_mixtures < 1:
         raise LvbdError(f"need seconds > 0 and n_mixtures >= 1, got {seconds} and {n_mixtures}")
     K, speakers = n_sources, sorted(groups)
-    pools = [speakers]
-    if similar:
-        by_variant = defaultdict(list)
-        for speaker in speakers:
-            by_variant[espeak_variant(speaker)].append(speaker)
-        by_variant.pop(None, None)
-        pools = [v for _, v in sorted(by_variant.items()) if len(v) >= K]
-        if not pools:
-            raise LvbdError(f"{where}: no espeak-ng voice variant has {K} speakers")
-    elif len(speakers) < K:
+    if len(speakers) < K:
         raise LvbdError(f"{where}: {len(speakers)} speaker(s), a {K}-speaker mixture needs {K}")
+    pools = _variant_pools(speakers, K, where) if similar else []
     mixtures, sample_rate = [], None
     for n in range(n_mixtures):
         rng = np.random.default_rng([seed, n])
@@ -143,6 +135,19 @@ def mixtures_from_speakers(groups: dict[str, list[Path]], n_sources: int, second
         mixtures.append(LongMixture(f"long{n:03d}", mixture.astype(np.float64),
                                     stems.astype(np.float64), sample_rate, tuple(chosen)))
     return mixtures
+
+
+def _variant_pools(speakers: list[str], K: int, where: str) -> list[list[str]]:
+    """The speakers of each espeak-ng voice variant that has at least ``K``, by variant name."""
+    by_variant: dict[str, list[str]] = defaultdict(list)
+    for speaker in speakers:
+        variant = espeak_variant(speaker)
+        if variant is not None:
+            by_variant[variant].append(speaker)
+    pools = [v for _, v in sorted(by_variant.items()) if len(v) >= K]
+    if not pools:
+        raise LvbdError(f"{where}: no espeak-ng voice variant has {K} speakers")
+    return pools
 
 
 def _chunked(separator, mixture: np.ndarray, sample_rate: int, size: int,
